@@ -1,0 +1,1 @@
+"""tessera: handwritten sheets in, an MNIST-style dataset, ONNX models and predictions out."""

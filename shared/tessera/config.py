@@ -1,0 +1,148 @@
+"""The one place every resource name, prefix, queue, route and limit comes from.
+
+The CDK app and the local runtime both build the pipeline from `PIPELINE`, and functions read
+their runtime settings from environment variables the stack (or the local runtime) sets from it,
+so the deployed stack and the local one cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prefixes:
+    """Key prefixes in the pipeline bucket. Outputs never land under a prefix that triggers
+    the function that wrote them."""
+
+    incoming_train: str = "incoming/train/"
+    incoming_predict: str = "incoming/predict/"
+    tiles: str = "tiles/"
+    datasets: str = "datasets/"
+    models: str = "models/"
+    predictions: str = "predictions/"
+    quarantine: str = "quarantine/"
+    runs: str = "runs/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueSpec:
+    """An S3 prefix feeding one function through SQS, with its dead-letter queue."""
+
+    name: str
+    function: str
+    prefix: str
+    suffixes: tuple[str, ...] = ()
+    batch_size: int = 10
+    max_batching_window_seconds: int = 0
+    max_receive_count: int = 3
+    function_timeout_seconds: int = 60
+    function_memory_mb: int = 1024
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.name}-dlq"
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        # AWS guidance for SQS event sources: at least six times the function timeout.
+        return 6 * self.function_timeout_seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Input limits shared by every entry point (S3 objects and API requests)."""
+
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 20 * 1024 * 1024
+    min_cell_pixels: int = 4
+    max_grid_cells: int = 20_000
+    max_label_length: int = 32
+    max_api_body_bytes: int = 6 * 1024 * 1024
+    max_api_instances: int = 1_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    project: str = "tessera"
+    default_dataset: str = "digits"
+    prefixes: Prefixes = field(default_factory=Prefixes)
+    limits: Limits = field(default_factory=Limits)
+    tile_size: int = 28
+    queues: tuple[QueueSpec, ...] = ()
+    routes: tuple[Route, ...] = ()
+    champion_ttl_seconds: int = 30
+
+    def queue_for(self, function: str) -> QueueSpec:
+        for queue in self.queues:
+            if queue.function == function:
+                return queue
+        raise KeyError(f"no queue feeds function {function!r}")
+
+
+_PREFIXES = Prefixes()
+
+PIPELINE = PipelineConfig(
+    prefixes=_PREFIXES,
+    queues=(
+        QueueSpec(
+            name="tessera-split",
+            function="split",
+            prefix=_PREFIXES.incoming_train,
+            batch_size=1,  # a sheet is a large unit of work of its own
+            function_timeout_seconds=120,
+            function_memory_mb=2048,
+        ),
+        QueueSpec(
+            name="tessera-vectorize",
+            function="vectorize",
+            prefix=_PREFIXES.tiles,
+            suffixes=(".png",),
+            batch_size=10,
+            max_batching_window_seconds=1,
+            function_timeout_seconds=30,
+            function_memory_mb=512,
+        ),
+        QueueSpec(
+            name="tessera-batch-predict",
+            function="batch_predict",
+            prefix=_PREFIXES.incoming_predict,
+            batch_size=1,
+            function_timeout_seconds=120,
+            function_memory_mb=2048,
+        ),
+    ),
+    routes=(
+        Route(method="GET", path="/health"),
+        Route(method="GET", path="/models"),
+        Route(method="POST", path="/predict"),
+        Route(method="POST", path="/similar"),
+        Route(method="POST", path="/train"),
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionSettings:
+    """What a function learns from its environment at cold start."""
+
+    bucket: str
+    model_name: str
+    champion_ttl_seconds: int
+
+    @classmethod
+    def from_env(cls) -> FunctionSettings:
+        return cls(
+            bucket=os.environ["TESSERA_BUCKET"],
+            model_name=os.environ.get("TESSERA_MODEL_NAME", PIPELINE.default_dataset),
+            champion_ttl_seconds=int(
+                os.environ.get("TESSERA_CHAMPION_TTL_SECONDS", PIPELINE.champion_ttl_seconds)
+            ),
+        )
