@@ -1,0 +1,171 @@
+"""The dataset format: one small shard per tile under datasets/<name>/rows/, and snapshots.
+
+S3 has no append, and concurrent vectorize invocations must not overwrite each other, so each
+tile's row is written to a key derived from the tile's key: reprocessing a message rewrites the
+same shard instead of adding a row. Training reads every shard once, then writes a snapshot
+keyed by the fingerprint of what it read, so the next run over unchanged data is one GET.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tessera.config import PIPELINE
+from tessera.storage import ObjectStore
+
+VECTOR_LENGTH = PIPELINE.tile_size * PIPELINE.tile_size
+ROWS = "rows/"
+SNAPSHOTS = "snapshots/"
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be trained on, with a message that names the problem."""
+
+
+@dataclass(frozen=True)
+class Row:
+    pixels: NDArray[np.uint8]
+    label: str
+    source_key: str
+    source_etag: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: NDArray[np.uint8]  # (n, 784), MNIST's 0..255 ink-bright bytes
+    y: NDArray[np.str_]  # (n,)
+    sources: NDArray[np.str_]  # (n,) tile key each row came from
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def features(self) -> NDArray[np.float32]:
+        """What every model takes: float32 in [0, 1]."""
+        return self.x.astype(np.float32) / 255.0
+
+
+def dataset_prefix(name: str) -> str:
+    return f"{PIPELINE.prefixes.datasets}{name}/"
+
+
+def shard_key_for_tile(tile_key: str) -> str:
+    """tiles/<dataset>/<sheet>/<cell>.png -> datasets/<dataset>/rows/<sheet>/<cell>.npz"""
+    tiles = PIPELINE.prefixes.tiles
+    if not tile_key.startswith(tiles):
+        raise ValueError(f"{tile_key!r} is not under {tiles}")
+    dataset, rest = tile_key[len(tiles) :].split("/", 1)
+    return f"{dataset_prefix(dataset)}{ROWS}{rest.rsplit('.', 1)[0]}.npz"
+
+
+def encode_row(row: Row) -> bytes:
+    if row.pixels.shape != (VECTOR_LENGTH,) or row.pixels.dtype != np.uint8:
+        raise ValueError(f"a row is {VECTOR_LENGTH} uint8 values, got {row.pixels.shape}")
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        pixels=row.pixels,
+        label=np.array(row.label),
+        source_key=np.array(row.source_key),
+        source_etag=np.array(row.source_etag),
+    )
+    return buffer.getvalue()
+
+
+def decode_row(data: bytes, *, key: str = "") -> Row:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as shard:
+            pixels = shard["pixels"]
+            row = Row(
+                pixels=pixels,
+                label=str(shard["label"]),
+                source_key=str(shard["source_key"]),
+                source_etag=str(shard["source_etag"]),
+            )
+    except Exception as error:  # numpy raises many types for a damaged archive
+        raise DatasetError(f"corrupt shard {key}: {error}") from None
+    if pixels.shape != (VECTOR_LENGTH,) or pixels.dtype != np.uint8:
+        raise DatasetError(
+            f"corrupt shard {key}: expected {VECTOR_LENGTH} uint8 pixels, "
+            f"got {pixels.shape} {pixels.dtype}"
+        )
+    return row
+
+
+def write_row(store: ObjectStore, row: Row) -> tuple[str, bool]:
+    """Write a tile's row unless the same tile content is already there; (key, written)."""
+    key = shard_key_for_tile(row.source_key)
+    existing = store.head(key)
+    if existing is not None and existing.get("Metadata", {}).get("source-etag") == row.source_etag:
+        return key, False
+    store.put(
+        key,
+        encode_row(row),
+        content_type="application/x-npz",
+        metadata={"source-etag": row.source_etag},
+    )
+    return key, True
+
+
+def fingerprint_of(listing: Iterable[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for key, etag in sorted(listing):
+        digest.update(f"{key}\t{etag.strip(chr(34))}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_dataset(store: ObjectStore, name: str, *, workers: int = 32) -> Dataset:
+    """Every row of one dataset, through a snapshot when the shards have not changed."""
+    prefix = dataset_prefix(name) + ROWS
+    listing = [(item["Key"], item["ETag"]) for item in store.list(prefix)]
+    if not listing:
+        raise DatasetError(f"dataset {name!r} is empty: no rows under s3://{store.bucket}/{prefix}")
+    fingerprint = fingerprint_of(listing)
+    snapshot_key = f"{dataset_prefix(name)}{SNAPSHOTS}{fingerprint}.npz"
+    if store.head(snapshot_key) is not None:
+        return _decode_snapshot(store.get(snapshot_key).body, fingerprint)
+
+    keys = sorted(key for key, _ in listing)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        rows = list(pool.map(lambda key: decode_row(store.get(key).body, key=key), keys))
+    dataset = Dataset(
+        x=np.stack([row.pixels for row in rows]),
+        y=np.array([row.label for row in rows]),
+        sources=np.array([row.source_key for row in rows]),
+        fingerprint=fingerprint,
+    )
+    store.put(snapshot_key, _encode_snapshot(dataset), content_type="application/x-npz")
+    return dataset
+
+
+def merge(datasets: Sequence[Dataset]) -> Dataset:
+    if len(datasets) == 1:
+        return datasets[0]
+    return Dataset(
+        x=np.concatenate([d.x for d in datasets]),
+        y=np.concatenate([d.y for d in datasets]),
+        sources=np.concatenate([d.sources for d in datasets]),
+        fingerprint=hashlib.sha256("+".join(d.fingerprint for d in datasets).encode()).hexdigest()[
+            :16
+        ],
+    )
+
+
+def _encode_snapshot(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=dataset.x, y=dataset.y, sources=dataset.sources)
+    return buffer.getvalue()
+
+
+def _decode_snapshot(data: bytes, fingerprint: str) -> Dataset:
+    with np.load(io.BytesIO(data), allow_pickle=False) as snapshot:
+        return Dataset(
+            x=snapshot["x"], y=snapshot["y"], sources=snapshot["sources"], fingerprint=fingerprint
+        )
