@@ -1,0 +1,1 @@
+"""Benchmarks: `tessera bench NAME` runs NAME.main(argv) and prints its figures."""

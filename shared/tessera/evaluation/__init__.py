@@ -1,0 +1,1 @@
+"""Evaluations: `tessera eval NAME` runs NAME.main(argv)."""
