@@ -1,0 +1,1 @@
+"""The AWS CDK app that deploys the tessera pipeline (entry point: infra/app.py, via cdk.json)."""

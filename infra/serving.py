@@ -1,0 +1,254 @@
+"""Serving: the REST API in front of the inference function, and batch prediction of sheets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.function import PipelineFunction
+from infra.queued import QueueFedFunction
+from tessera.config import PIPELINE, Route
+
+STAGE_NAME = "v1"
+# Image bodies arrive base64-encoded in the proxy event only for these content types.
+BINARY_MEDIA_TYPES = ["image/png", "image/jpeg", "application/octet-stream"]
+# Requests per second across all keys of the plan, and the burst on top; the daily quota caps
+# what a leaked key can cost.
+THROTTLE_RATE_LIMIT = 50
+THROTTLE_BURST_LIMIT = 100
+DAILY_QUOTA = 100_000
+# The API Gateway integration timeout is 29 s; the function must give up before it does.
+INFERENCE_TIMEOUT = Duration.seconds(28)
+# About one full vCPU: onnxruntime and image decoding are CPU-bound, and the champion model plus
+# the dataset embeddings for /similar stay cached in memory between requests.
+INFERENCE_MEMORY_MB = 2048
+TRAIN_ROUTE = Route(method="POST", path="/train")
+DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class Serving(Construct):
+    """`PIPELINE.routes` on one REST API stage; every method needs an API key.
+
+    `POST /train` starts the training workflow directly (API Gateway -> StartExecution, no code);
+    every other route is proxied to the inference function. Request validation rejects malformed
+    JSON before any function runs; image bodies are validated by the function (size, pixels).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: Mapping[str, str],
+        bucket: s3.IBucket,
+        training_workflow: sfn.IStateMachine,
+        bundle_dependencies: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.inference = PipelineFunction(
+            self,
+            "Inference",
+            function="inference",
+            memory_mb=INFERENCE_MEMORY_MB,
+            timeout=INFERENCE_TIMEOUT,
+            environment=environment,
+            bundle_dependencies=bundle_dependencies,
+        )
+        self.batch_predict = QueueFedFunction(
+            self,
+            "BatchPredict",
+            spec=PIPELINE.queue_for("batch_predict"),
+            bucket=bucket,
+            environment=environment,
+            bundle_dependencies=bundle_dependencies,
+        )
+
+        access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=PIPELINE.project,
+            description="Tessera: predictions from the champion model, and training on demand",
+            binary_media_types=BINARY_MEDIA_TYPES,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                tracing_enabled=True,
+                # Errors only, and never request bodies: they are users' images.
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                throttling_rate_limit=THROTTLE_RATE_LIMIT,
+                throttling_burst_limit=THROTTLE_BURST_LIMIT,
+            ),
+            default_method_options=apigw.MethodOptions(api_key_required=True),
+        )
+        self.validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.api_key = self.api.add_api_key(
+            "DefaultKey", api_key_name=f"{PIPELINE.project}-default"
+        )
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            name=f"{PIPELINE.project}-default",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=THROTTLE_RATE_LIMIT, burst_limit=THROTTLE_BURST_LIMIT
+            ),
+            quota=apigw.QuotaSettings(limit=DAILY_QUOTA, period=apigw.Period.DAY),
+        )
+        plan.add_api_key(self.api_key)
+        plan.add_api_stage(stage=self.api.deployment_stage)
+
+        proxy = apigw.LambdaIntegration(self.inference.function, proxy=True)
+        start_training = self._start_execution_integration(training_workflow)
+        for route in PIPELINE.routes:
+            resource = self.api.root.resource_for_path(route.path)
+            if route == TRAIN_ROUTE:
+                resource.add_method(
+                    route.method,
+                    start_training,
+                    request_validator=self.validator,
+                    request_models={"application/json": self._train_request_model()},
+                    method_responses=[
+                        apigw.MethodResponse(status_code=status) for status in ("200", "400", "500")
+                    ],
+                )
+            elif route.method == "POST":
+                resource.add_method(
+                    route.method,
+                    proxy,
+                    request_validator=self.validator,
+                    request_models={"application/json": self._json_body_model()},
+                )
+            else:
+                resource.add_method(route.method, proxy)
+
+        for rule, reason in (
+            (
+                "AwsSolutions-APIG3",
+                "No WAF web ACL: callers hold API keys, the usage plan throttles and caps them, "
+                "and a web ACL would add about $6 a month to an otherwise idle deployment.",
+            ),
+            (
+                "AwsSolutions-APIG4",
+                "Callers authenticate with API keys bound to a usage plan; the API serves "
+                "machine clients of one team, not end users, so there is no user pool or IAM "
+                "caller identity to authorize.",
+            ),
+            (
+                "AwsSolutions-COG4",
+                "Same as APIG4: API keys, not Cognito, identify the (machine) callers.",
+            ),
+        ):
+            Validations.of(self.api).acknowledge(
+                Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason)
+            )
+        Validations.of(self.api).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                "service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+                reason="The account-level role API Gateway uses to write execution logs; the "
+                "AWS-managed policy is the documented way to grant it.",
+            )
+        )
+
+    def _start_execution_integration(self, workflow: sfn.IStateMachine) -> apigw.AwsIntegration:
+        role = iam.Role(
+            self,
+            "StartTrainingRole",
+            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            description="Lets POST /train start the training workflow and nothing else",
+        )
+        workflow.grant_start_execution(role)
+        # The validated body ({"dataset": ...}) becomes the execution input as it is.
+        request_template = json.dumps(
+            {
+                "stateMachineArn": workflow.state_machine_arn,
+                "input": "$util.escapeJavaScript($input.json('$'))",
+            }
+        )
+        return apigw.AwsIntegration(
+            service="states",
+            action="StartExecution",
+            options=apigw.IntegrationOptions(
+                credentials_role=role,
+                passthrough_behavior=apigw.PassthroughBehavior.NEVER,
+                request_templates={"application/json": request_template},
+                integration_responses=[
+                    apigw.IntegrationResponse(
+                        status_code="200",
+                        response_templates={
+                            "application/json": json.dumps(
+                                {
+                                    "executionArn": "$input.path('$.executionArn')",
+                                    "startDate": "$input.path('$.startDate')",
+                                }
+                            )
+                        },
+                    ),
+                    apigw.IntegrationResponse(status_code="400", selection_pattern="4\\d{2}"),
+                    apigw.IntegrationResponse(status_code="500", selection_pattern="5\\d{2}"),
+                ],
+            ),
+        )
+
+    def _train_request_model(self) -> apigw.Model:
+        return self.api.add_model(
+            "TrainRequest",
+            content_type="application/json",
+            schema=apigw.JsonSchema(
+                schema=apigw.JsonSchemaVersion.DRAFT4,
+                title="TrainRequest",
+                type=apigw.JsonSchemaType.OBJECT,
+                properties={
+                    "dataset": apigw.JsonSchema(
+                        type=apigw.JsonSchemaType.STRING, pattern=DATASET_NAME_PATTERN
+                    )
+                },
+                additional_properties=False,
+            ),
+        )
+
+    def _json_body_model(self) -> apigw.Model:
+        existing = self.api.node.try_find_child("JsonObject")
+        if isinstance(existing, apigw.Model):
+            return existing
+        return self.api.add_model(
+            "JsonObject",
+            model_name="JsonObject",
+            content_type="application/json",
+            schema=apigw.JsonSchema(
+                schema=apigw.JsonSchemaVersion.DRAFT4,
+                title="JsonObject",
+                type=apigw.JsonSchemaType.OBJECT,
+                min_properties=1,
+            ),
+        )

@@ -1,0 +1,166 @@
+"""The whole pipeline as one stack: components built from `PIPELINE`, wired and granted here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Acknowledgment, CfnOutput, Stack, Validations
+from constructs import Construct
+
+from infra.access import grant_prefixes
+from infra.ingest import Ingest
+from infra.monitoring import Monitoring
+from infra.serving import Serving
+from infra.storage import Storage
+from infra.training_job import Training
+from tessera.config import PIPELINE
+
+CONTEXT_PREFIX = "tessera:"
+
+
+def _flag(value: Any, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() not in ("false", "0", "no", "off", "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySettings:
+    """What may differ between deployments; read from CDK context (`-c tessera:<key>=...`)."""
+
+    alarm_email: str | None = None
+    training_schedule: str | None = None  # an EventBridge expression: "rate(7 days)", "cron(...)"
+    retain_data: bool = True  # keep the buckets (and their data) when the stack is deleted
+    bundle: bool = True  # False: functions without third-party packages; tests only, never deploy
+
+    @classmethod
+    def from_context(cls, scope: Construct) -> DeploySettings:
+        def get(key: str) -> Any:
+            return scope.node.try_get_context(CONTEXT_PREFIX + key)
+
+        return cls(
+            alarm_email=get("alarm_email") or None,
+            training_schedule=get("training_schedule") or None,
+            retain_data=_flag(get("retain_data"), default=True),
+            bundle=_flag(get("bundle"), default=True),
+        )
+
+
+class TesseraStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: DeploySettings, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        prefixes = PIPELINE.prefixes
+
+        self.storage = Storage(self, "Storage", retain_data=settings.retain_data)
+        bucket = self.storage.bucket
+        environment = {
+            "TESSERA_BUCKET": bucket.bucket_name,
+            "TESSERA_MODEL_NAME": PIPELINE.default_dataset,
+            "TESSERA_CHAMPION_TTL_SECONDS": str(PIPELINE.champion_ttl_seconds),
+        }
+
+        self.ingest = Ingest(
+            self,
+            "Ingest",
+            bucket=bucket,
+            environment=environment,
+            bundle_dependencies=settings.bundle,
+        )
+        self.training = Training(
+            self,
+            "Training",
+            bucket=bucket,
+            environment={"TESSERA_BUCKET": bucket.bucket_name},
+            schedule=settings.training_schedule,
+        )
+        self.serving = Serving(
+            self,
+            "Serving",
+            environment=environment,
+            bucket=bucket,
+            training_workflow=self.training.state_machine,
+            bundle_dependencies=settings.bundle,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            alarm_email=settings.alarm_email,
+            queued_functions=(*self.ingest.stages, self.serving.batch_predict),
+            other_functions={"inference": self.serving.inference.function},
+            api=self.serving.api,
+            training_workflow=self.training.state_machine,
+        )
+
+        # Who may touch which prefix: each stage reads its input and writes only its outputs
+        # (and quarantine/), never under a prefix that would trigger itself.
+        grants = (
+            (
+                self.ingest.split.handler.role,
+                [prefixes.incoming_train],
+                [prefixes.tiles, prefixes.quarantine],
+            ),
+            # datasets/ is read too: a row is rewritten only when its source tile changed (HEAD).
+            (
+                self.ingest.vectorize.handler.role,
+                [prefixes.tiles, prefixes.datasets],
+                [prefixes.datasets, prefixes.quarantine],
+            ),
+            (self.serving.inference.role, [prefixes.models, prefixes.datasets], []),
+            (
+                self.serving.batch_predict.handler.role,
+                [prefixes.incoming_predict, prefixes.models],
+                [prefixes.predictions, prefixes.quarantine],
+            ),
+            # The job compares against the champion (models/ read), writes dataset snapshots,
+            # model versions, the champion pointer and run artefacts.
+            (
+                self.training.job_role,
+                [prefixes.datasets, prefixes.models],
+                [prefixes.datasets, prefixes.models, prefixes.runs],
+            ),
+        )
+        for role, read, write in grants:
+            grant_prefixes(bucket=bucket, grantee=role, acknowledge_on=role, read=read, write=write)
+
+        self._acknowledge_cdk_internals()
+
+        CfnOutput(
+            self,
+            "BucketName",
+            value=bucket.bucket_name,
+            description="Drop sheets under incoming/train/ and incoming/predict/",
+        )
+        CfnOutput(self, "ApiUrl", value=self.serving.api.url, description="REST API base URL")
+        CfnOutput(
+            self,
+            "ApiKeyId",
+            value=self.serving.api_key.key_id,
+            description="aws apigateway get-api-key --api-key <id> --include-value",
+        )
+        CfnOutput(
+            self,
+            "TrainingStateMachineArn",
+            value=self.training.state_machine.state_machine_arn,
+            description="aws stepfunctions start-execution --state-machine-arn <arn>",
+        )
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.alarm_topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
+
+    def _acknowledge_cdk_internals(self) -> None:
+        # The singleton function CDK deploys to configure bucket notifications (one call per
+        # deployment) has its own role, outside this app's control.
+        for child in self.node.children:
+            if child.node.id.startswith("BucketNotificationsHandler"):
+                Validations.of(child).acknowledge(
+                    Acknowledgment(
+                        id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::"
+                        "aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+                        reason="CDK's bucket-notification handler (runs only during deployment) "
+                        "is created with this managed policy; its role is not configurable.",
+                    )
+                )

@@ -1,0 +1,315 @@
+"""Training: the training/ container on AWS Batch (Fargate), driven by a Step Functions workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.access import bucket_arn_placeholder, wildcard_resource_ack
+from infra.bundling import REPO_ROOT
+from tessera.config import PIPELINE
+from tessera.registry import CHAMPION_FILE
+
+TRAINING_DOCKERFILE = "training/Dockerfile"
+# Kept out of the Docker build context (and out of the asset hash computed at synth).
+BUILD_CONTEXT_EXCLUDES = [
+    ".git",
+    ".venv",
+    "node_modules",
+    "cdk.out",
+    "build",
+    "runs",
+    "**/__pycache__",
+    "**/*.pyc",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+]
+
+# A hyper-parameter search over MNIST-sized data: 4 vCPU / 16 GiB finishes in minutes and costs
+# about $0.25 per hour of Fargate (us-east-1); the timeout stops a runaway search.
+JOB_VCPUS = 4
+JOB_MEMORY = Size.gibibytes(16)
+JOB_TIMEOUT = Duration.hours(2)
+WORKFLOW_TIMEOUT = Duration.hours(3)
+MAX_VCPUS = 16  # at most four jobs at once
+
+# The job's exit is final when the code failed; these platform failures are worth a new attempt.
+TRANSIENT_START_FAILURES = (
+    batch.Reason.CANNOT_PULL_CONTAINER,
+    batch.Reason.custom(on_status_reason="ResourceInitializationError*"),
+    batch.Reason.custom(on_status_reason="Timeout waiting for network interface*"),
+)
+
+
+class Training(Construct):
+    """POST /train, the CLI or the schedule start one execution: `{"dataset": "<name>"}`.
+
+    The workflow runs the job and waits for it. The job trains, evaluates the candidate and the
+    current champion on the same held-out rows, and promotes the candidate when it is at least as
+    accurate (training/train.py). The workflow then reads the resulting champion pointer into its
+    output, so `describe-execution` reports which model serves. Batch API hiccups are retried by
+    the workflow and failures to start a container by the job definition; anything else fails
+    the execution with the error and its cause, which monitoring turns into an e-mail.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.IBucket,
+        environment: Mapping[str, str],
+        schedule: str | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.vpc = ec2.Vpc(
+            self,
+            "Network",
+            max_azs=2,
+            # No NAT gateway (about $33 a month each, even idle): tasks get a public IP in a
+            # public subnet, reach ECR over HTTPS and S3 through the free gateway endpoint, and
+            # their security group admits no inbound traffic at all.
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24
+                )
+            ],
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+            },
+            restrict_default_security_group=True,
+            flow_logs={
+                "all": ec2.FlowLogOptions(
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+                        logs.LogGroup(
+                            self,
+                            "FlowLogs",
+                            retention=logs.RetentionDays.ONE_MONTH,
+                            removal_policy=RemovalPolicy.DESTROY,
+                        )
+                    ),
+                    traffic_type=ec2.FlowLogTrafficType.ALL,
+                )
+            },
+        )
+        security_group = ec2.SecurityGroup(
+            self,
+            "JobSecurityGroup",
+            vpc=self.vpc,
+            description="Training jobs: HTTPS out (ECR, S3, CloudWatch Logs), nothing in",
+            allow_all_outbound=False,
+        )
+        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS out")
+
+        compute = batch.FargateComputeEnvironment(
+            self,
+            "Compute",
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            security_groups=[security_group],
+            maxv_cpus=MAX_VCPUS,
+            spot=False,
+        )
+        self.job_queue = batch.JobQueue(
+            self,
+            "Queue",
+            job_queue_name=f"{PIPELINE.project}-training",
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=compute, order=1)
+            ],
+        )
+
+        self.job_role = iam.Role(
+            self,
+            "JobRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description="What the training container may do: the bucket prefixes it is granted",
+        )
+        self.job_logs = logs.LogGroup(
+            self,
+            "JobLogs",
+            log_group_name=f"/aws/batch/{PIPELINE.project}-training",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        container = batch.EcsFargateContainerDefinition(
+            self,
+            "Container",
+            image=ecs.ContainerImage.from_asset(
+                str(REPO_ROOT),
+                file=TRAINING_DOCKERFILE,
+                exclude=BUILD_CONTEXT_EXCLUDES,
+                platform=ecr_assets.Platform.LINUX_AMD64,
+            ),
+            cpu=JOB_VCPUS,
+            memory=JOB_MEMORY,
+            fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,
+            fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            assign_public_ip=True,
+            command=["python", "-m", "training.train", "--dataset", "Ref::dataset"],
+            environment=dict(environment),
+            job_role=self.job_role,
+            logging=ecs.LogDriver.aws_logs(stream_prefix="training", log_group=self.job_logs),
+            readonly_root_filesystem=False,
+        )
+        self.job_definition = batch.EcsJobDefinition(
+            self,
+            "JobDefinition",
+            job_definition_name=f"{PIPELINE.project}-training",
+            container=container,
+            parameters={"dataset": PIPELINE.default_dataset},
+            timeout=JOB_TIMEOUT,
+            retry_attempts=3,
+            retry_strategies=[
+                *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in TRANSIENT_START_FAILURES),
+                batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*")),
+            ],
+            propagate_tags=True,
+        )
+        self._acknowledge_execution_role(container)
+
+        self.state_machine = self._workflow(bucket)
+        if schedule:
+            events.Rule(
+                self,
+                "Schedule",
+                description="Retrains the default dataset on a schedule",
+                schedule=events.Schedule.expression(schedule),
+                targets=[
+                    targets.SfnStateMachine(
+                        self.state_machine,
+                        input=events.RuleTargetInput.from_object(
+                            {"dataset": PIPELINE.default_dataset}
+                        ),
+                    )
+                ],
+            )
+
+    def _workflow(self, bucket: s3.IBucket) -> sfn.StateMachine:
+        failed = sfn.Fail(
+            self, "TrainingFailed", error_path="$.error.Error", cause_path="$.error.Cause"
+        )
+        train = tasks.BatchSubmitJob(
+            self,
+            "TrainAndPromote",
+            job_name=f"{PIPELINE.project}-training",
+            job_queue_arn=self.job_queue.job_queue_arn,
+            job_definition_arn=self.job_definition.job_definition_arn,
+            payload=sfn.TaskInput.from_object({"dataset": sfn.JsonPath.string_at("$.dataset")}),
+            container_overrides=tasks.BatchContainerOverrides(
+                environment={"TESSERA_RUN_ID": sfn.JsonPath.string_at("$$.Execution.Name")}
+            ),
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            result_selector={
+                "jobId": sfn.JsonPath.string_at("$.JobId"),
+                "status": sfn.JsonPath.string_at("$.Status"),
+            },
+            result_path="$.job",
+        )
+        train.add_retry(
+            errors=["Batch.AWSBatchException", "Batch.ServerException"],
+            interval=Duration.seconds(30),
+            max_attempts=3,
+            backoff_rate=2,
+        )
+        train.add_catch(failed, result_path="$.error")
+
+        read_champion = tasks.CallAwsService(
+            self,
+            "ReadChampion",
+            service="s3",
+            action="getObject",
+            parameters={
+                "Bucket": bucket.bucket_name,
+                "Key": sfn.JsonPath.format(
+                    f"{PIPELINE.prefixes.models}{{}}/{CHAMPION_FILE}",
+                    sfn.JsonPath.string_at("$.dataset"),
+                ),
+            },
+            iam_action="s3:GetObject",
+            iam_resources=[bucket.arn_for_objects(f"{PIPELINE.prefixes.models}*")],
+            result_selector={
+                "pointer": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))
+            },
+            result_path="$.champion",
+        )
+        read_champion.add_retry(
+            errors=["S3.S3Exception", "S3.SdkClientException"],
+            interval=Duration.seconds(5),
+            max_attempts=3,
+            backoff_rate=2,
+        )
+        read_champion.add_catch(failed, result_path="$.error")
+
+        use_default = sfn.Pass(
+            self,
+            "UseDefaultDataset",
+            result=sfn.Result.from_object({"dataset": PIPELINE.default_dataset}),
+        )
+        definition = (
+            sfn.Choice(self, "DatasetGiven")
+            .when(sfn.Condition.is_present("$.dataset"), train)
+            .otherwise(use_default.next(train))
+        )
+        train.next(read_champion).next(sfn.Succeed(self, "Trained"))
+
+        logs_group = logs.LogGroup(
+            self,
+            "WorkflowLogs",
+            log_group_name=f"/aws/vendedlogs/states/{PIPELINE.project}-training",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        state_machine = sfn.StateMachine(
+            self,
+            "Workflow",
+            state_machine_name=f"{PIPELINE.project}-training",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=WORKFLOW_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=logs_group, level=sfn.LogLevel.ALL),
+        )
+        for resource, reason in (
+            (
+                "*",
+                "X-Ray and CloudWatch Logs delivery actions (logs:CreateLogDelivery and friends) "
+                "support no resource-level permissions.",
+            ),
+            (
+                f"{bucket_arn_placeholder(bucket)}/{PIPELINE.prefixes.models}*",
+                "The workflow reads models/<dataset>/champion.json; the dataset is named at "
+                "run time.",
+            ),
+            (
+                "arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job-definition/*",
+                "BatchSubmitJob grants SubmitJob on job definitions by name pattern because an "
+                "ARN pins one revision; the job queue, hence the compute, is this stack's own.",
+            ),
+        ):
+            wildcard_resource_ack(state_machine.role, resource, reason)
+        return state_machine
+
+    def _acknowledge_execution_role(self, container: batch.EcsFargateContainerDefinition) -> None:
+        wildcard_resource_ack(
+            container.execution_role,
+            "*",
+            "ecr:GetAuthorizationToken supports no resource-level permission; image pulls "
+            "themselves are limited to the asset repository.",
+        )
