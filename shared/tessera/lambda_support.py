@@ -51,7 +51,8 @@ def s3_queue_handler(step: Step, *, service: str) -> Handler:
             outcome = step(ObjectStore(bucket=bucket), key)
             logger.info(
                 outcome.status,
-                extra={"key": key, "message_id": record.message_id, **outcome.detail},
+                # nested, so that detail keys such as "message" cannot clash with the log record's
+                extra={"key": key, "message_id": record.message_id, "detail": outcome.detail},
             )
 
     @logger.inject_lambda_context

@@ -6,6 +6,7 @@ boto3 reads `AWS_ENDPOINT_URL` itself, so the same code talks to AWS or to the l
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,13 +26,15 @@ _clients_lock = threading.Lock()
 
 
 def s3_client() -> Any:
-    """One S3 client per process (clients are thread-safe; creating one costs milliseconds)."""
+    """One S3 client per process and endpoint (clients are thread-safe and cost milliseconds
+    to create; keying by endpoint keeps a client from outliving the local server it served)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
     with _clients_lock:
-        if "s3" not in _clients:
-            _clients["s3"] = boto3.client(
+        if endpoint not in _clients:
+            _clients[endpoint] = boto3.client(
                 "s3", config=Config(retries={"mode": "standard"}, max_pool_connections=32)
             )
-        return _clients["s3"]
+        return _clients[endpoint]
 
 
 def encode_metadata(values: dict[str, str]) -> dict[str, str]:

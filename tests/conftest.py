@@ -1,0 +1,91 @@
+"""Fixtures shared by every test: a moto bucket, sample sheets made from sklearn's digits, and
+real Lambda event payloads kept as JSON beside the tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from tessera.local.samples import Glyphs, render_sheet, sklearn_digits
+from tessera.storage import ObjectStore
+
+EVENTS = Path(__file__).parent / "events"
+BUCKET = "tessera-test"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def sqs_event_for(
+    bucket: str, key: str, etag: str = "etag", *, message_id: str = "m1"
+) -> dict[str, Any]:
+    """The SQS event Lambda delivers for an S3 notification (key url-encoded, as S3 does)."""
+    from urllib.parse import quote_plus
+
+    event = copy.deepcopy(load_event("s3_put_via_sqs.json"))
+    record = event["Records"][0]
+    body = json.loads(record["body"])
+    body["Records"][0]["s3"]["bucket"]["name"] = bucket
+    body["Records"][0]["s3"]["object"]["key"] = quote_plus(key, safe="/")
+    body["Records"][0]["s3"]["object"]["eTag"] = etag
+    record["body"] = json.dumps(body)
+    record["messageId"] = message_id
+    return event
+
+
+def batch_of(*events: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": [record for event in events for record in event["Records"]]}
+
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "TESSERA_BUCKET": BUCKET,
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def store(aws_env: None) -> Iterator[ObjectStore]:
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield ObjectStore(bucket=BUCKET)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Glyphs:
+    return sklearn_digits()
+
+
+def digits_sheet(
+    digits: Glyphs, label: str, count: int, *, cols: int = 10, offset: int = 0
+) -> bytes:
+    ink = digits.ink[digits.labels == label][offset : offset + count]
+    assert len(ink) == count
+    return render_sheet(ink, cols=cols)
+
+
+def keys_under(store: ObjectStore, prefix: str) -> list[str]:
+    return sorted(item["Key"] for item in store.list(prefix))
+
+
+def assert_probabilities(values: list[float]) -> None:
+    assert np.isclose(sum(values), 1.0, atol=1e-4)
