@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tessera.components import label_components
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
 
@@ -147,50 +148,173 @@ def ink_image(tile: Gray) -> Gray:
     return (ink / peak).astype(np.float32)
 
 
-def normalize_tile(tile: Gray, *, ink_threshold: float = 0.2) -> Gray | None:
+def normalize_tile(tile: Gray, *, ink_threshold: float = 0.2, deslant: bool = False) -> Gray | None:
     """Normalize a tile the way MNIST digits were made; None when the tile holds no ink.
 
-    Ink bright on black, cropped to its bounding box, fitted into 20x20 keeping its aspect
-    with anti-aliasing, then placed in 28x28 so that its centre of mass is the centre.
+    Ink bright on black, specks and fragments cut in from neighbouring cells dropped, cropped
+    to its bounding box, fitted into 20x20 keeping its aspect with anti-aliasing, then placed in
+    28x28 so that its centre of mass is the centre. The same code normalizes a whole sheet's
+    tiles at once (`normalize_ink`), so a tile gets the same vector from every entry point.
     """
-    ink = ink_image(tile)
-    mask = ink > ink_threshold
-    if mask.sum() < 2:
+    ink = ink_image(np.asarray(tile, dtype=np.float32))
+    cleaned, present = clean_ink(
+        ink[None], np.array([ink.shape[0]]), np.array([ink.shape[1]]), threshold=ink_threshold
+    )
+    if not present[0]:
         return None
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    ink = np.where(ink > ink_threshold * 0.5, ink, 0.0).astype(np.float32)
-    crop = ink[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
-    fitted = _fit_into_box(crop, MNIST_BOX)
-    return _centre_by_mass(fitted, MNIST_SIZE)
+    return normalize_ink(cleaned, deslant=deslant)[0]
 
 
-def _fit_into_box(crop: Gray, box: int) -> Gray:
-    height, width = crop.shape
-    scale = box / max(height, width)
-    new_w = max(1, round(width * scale))
-    new_h = max(1, round(height * scale))
-    resized = Image.fromarray(crop, mode="F").resize((new_w, new_h), Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+def _shifted_max(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """3x3 dilation of the last two axes."""
+    grown = mask.copy()
+    grown[..., 1:, :] |= mask[..., :-1, :]
+    grown[..., :-1, :] |= mask[..., 1:, :]
+    wide = grown.copy()
+    wide[..., :, 1:] |= grown[..., :, :-1]
+    wide[..., :, :-1] |= grown[..., :, 1:]
+    return wide
 
 
-def _centre_by_mass(glyph: Gray, size: int) -> Gray:
-    height, width = glyph.shape
-    total = float(glyph.sum())
-    if total <= 0:
-        cy, cx = (height - 1) / 2, (width - 1) / 2
-    else:
-        cy = float((glyph.sum(axis=1) * np.arange(height)).sum() / total)
-        cx = float((glyph.sum(axis=0) * np.arange(width)).sum() / total)
-    centre = (size - 1) / 2
-    top = round(centre - cy)
-    left = round(centre - cx)
+def clean_ink(
+    ink: Gray, heights: NDArray[np.int64], widths: NDArray[np.int64], *, threshold: float
+) -> tuple[Gray, NDArray[np.bool_]]:
+    """Keep the symbol in each tile of a stack (n, h, w) of bright-on-black ink; drop the rest.
+
+    Tile k's real size is heights[k] x widths[k] (stacks of uneven cells are zero-padded).
+    Dropped: specks, and pieces touching the cell edge that are small next to the tile's main
+    stroke or shaped like a ruled line (a neighbour's tail, a border the cut caught).
+    Returns the cleaned stack and, per tile, whether any ink is left (False = empty cell).
+    """
+    n, height, width = ink.shape
+    mask = ink > threshold
+    # A blank row after each tile keeps components from running across tiles.
+    padded = np.zeros((n, height + 1, width), dtype=np.bool_)
+    padded[:, :height] = mask
+    parts = label_components(padded.reshape(n * (height + 1), width))
+    present = np.zeros(n, dtype=np.bool_)
+    if parts.count == 0:
+        return np.zeros_like(ink), present
+    tile_of = parts.top // (height + 1)
+    top = parts.top - tile_of * (height + 1)
+    bottom = parts.bottom - tile_of * (height + 1)
+    tile_h = heights[tile_of]
+    tile_w = widths[tile_of]
+    cell_area = tile_h * tile_w
+    touches = (top == 0) | (parts.left == 0) | (bottom >= tile_h) | (parts.right >= tile_w)
+    box_h = bottom - top
+    box_w = parts.right - parts.left
+    line_like = ((box_h * 6 <= tile_h) & (box_w * 2 >= tile_w)) | (
+        (box_w * 6 <= tile_w) & (box_h * 2 >= tile_h)
+    )
+    speck = parts.area < np.maximum(2, cell_area * 0.0015)
+    candidate = ~speck & ~(touches & line_like)
+    largest = np.zeros(n, dtype=np.int64)
+    np.maximum.at(largest, tile_of[candidate], parts.area[candidate])
+    main = largest[tile_of]
+    keep = candidate & np.where(touches, parts.area * 3 >= main, parts.area * 20 >= main)
+    kept_area = np.zeros(n, dtype=np.int64)
+    np.add.at(kept_area, tile_of[keep], parts.area[keep])
+    present = kept_area >= np.maximum(3, heights * widths * 0.004)
+    kept = parts.paint(keep, (n * (height + 1), width))
+    kept = kept.reshape(n, height + 1, width)[:, :height]
+    # Anti-aliased edges sit below the threshold: keep faint ink next to kept strokes.
+    near = _shifted_max(kept)
+    cleaned = np.where(near & (ink > threshold * 0.5), ink, 0.0).astype(np.float32)
+    cleaned[~present] = 0.0
+    return cleaned, present
+
+
+def _resampling_weights(
+    start: NDArray[np.int64], length: NDArray[np.int64], out_len: NDArray[np.int64], size: int
+) -> Gray:
+    """Per tile, a (MNIST_BOX, size) matrix mapping source pixels [start, start+length) onto
+    out_len output pixels with a triangle filter widened when shrinking (anti-aliasing)."""
+    scale = out_len / length  # output pixels per source pixel
+    i = np.arange(MNIST_BOX, dtype=np.float64)[None, :, None]
+    j = np.arange(size, dtype=np.float64)[None, None, :]
+    centre = start[:, None, None] + (i + 0.5) / scale[:, None, None]
+    support = np.maximum(1.0, 1.0 / scale)[:, None, None]
+    weights = np.clip(1.0 - np.abs(j + 0.5 - centre) / support, 0.0, None)
+    inside = (j >= start[:, None, None]) & (j < (start + length)[:, None, None])
+    weights = weights * inside * (i < out_len[:, None, None])
+    totals = weights.sum(axis=2, keepdims=True)
+    return (weights / np.where(totals > 0, totals, 1.0)).astype(np.float32)
+
+
+def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
+    """MNIST's recipe on a stack (n, h, w) of cleaned bright-on-black ink: crop each to its
+    bounding box, fit it into 20x20 keeping aspect (anti-aliased), centre by mass in 28x28.
+    Tiles with no ink come out black."""
+    if deslant:
+        ink = np.stack([_deslant(tile) for tile in ink]) if len(ink) else ink
+    n, height, width = ink.shape
+    mask = ink > 0
+    rows_any = mask.any(axis=2)
+    cols_any = mask.any(axis=1)
+    has_ink = rows_any.any(axis=1)
+    top = np.argmax(rows_any, axis=1).astype(np.int64)
+    bottom = height - np.argmax(rows_any[:, ::-1], axis=1).astype(np.int64)
+    left = np.argmax(cols_any, axis=1).astype(np.int64)
+    right = width - np.argmax(cols_any[:, ::-1], axis=1).astype(np.int64)
+    box_h = np.maximum(bottom - top, 1)
+    box_w = np.maximum(right - left, 1)
+    scale = MNIST_BOX / np.maximum(box_h, box_w)
+    out_h = np.clip(np.rint(box_h * scale), 1, MNIST_BOX).astype(np.int64)
+    out_w = np.clip(np.rint(box_w * scale), 1, MNIST_BOX).astype(np.int64)
+    along_rows = _resampling_weights(top, box_h, out_h, height)
+    along_cols = _resampling_weights(left, box_w, out_w, width)
+    fitted = np.matmul(np.matmul(along_rows, ink), along_cols.transpose(0, 2, 1))
+    peak = fitted.reshape(n, -1).max(axis=1)
+    fitted = fitted / np.where(peak > 0, peak, 1.0)[:, None, None]
+    fitted = np.clip(fitted, 0.0, 1.0).astype(np.float32)
+
+    mass = fitted.sum(axis=(1, 2))
+    safe = np.where(mass > 0, mass, 1.0)
+    axis = np.arange(MNIST_BOX, dtype=np.float64)
+    cy = np.where(mass > 0, (fitted.sum(axis=2) * axis).sum(axis=1) / safe, (out_h - 1) / 2)
+    cx = np.where(mass > 0, (fitted.sum(axis=1) * axis).sum(axis=1) / safe, (out_w - 1) / 2)
+    centre = (MNIST_SIZE - 1) / 2
     # Keep the whole glyph inside the canvas even when its mass sits far off its box centre.
-    top = min(max(top, 0), size - height)
-    left = min(max(left, 0), size - width)
-    canvas = np.zeros((size, size), dtype=np.float32)
-    canvas[top : top + height, left : left + width] = glyph
-    return canvas
+    shift_y = np.clip(np.rint(centre - cy).astype(np.int64), 0, MNIST_SIZE - out_h)
+    shift_x = np.clip(np.rint(centre - cx).astype(np.int64), 0, MNIST_SIZE - out_w)
+    canvas_axis = np.arange(MNIST_SIZE, dtype=np.int64)
+    src_y = canvas_axis[None, :] - shift_y[:, None]
+    src_x = canvas_axis[None, :] - shift_x[:, None]
+    valid_y = (src_y >= 0) & (src_y < MNIST_BOX)
+    valid_x = (src_x >= 0) & (src_x < MNIST_BOX)
+    gathered = fitted[
+        np.arange(n)[:, None, None],
+        np.clip(src_y, 0, MNIST_BOX - 1)[:, :, None],
+        np.clip(src_x, 0, MNIST_BOX - 1)[:, None, :],
+    ]
+    canvas = np.where(valid_y[:, :, None] & valid_x[:, None, :], gathered, 0.0)
+    canvas[~has_ink] = 0.0
+    return canvas.astype(np.float32)
+
+
+def _deslant(ink: Gray) -> Gray:
+    """Shear a glyph upright by its second moments (the deskewing often paired with MNIST)."""
+    total = float(ink.sum())
+    if total <= 0:
+        return ink
+    ys, xs = np.mgrid[: ink.shape[0], : ink.shape[1]]
+    cy = float((ys * ink).sum() / total)
+    cx = float((xs * ink).sum() / total)
+    mu02 = float((((ys - cy) ** 2) * ink).sum() / total)
+    mu11 = float(((ys - cy) * (xs - cx) * ink).sum() / total)
+    if mu02 < 1e-6:
+        return ink
+    slant = float(np.clip(mu11 / mu02, -1.0, 1.0))
+    # Pillow's affine maps output (x, y) to input (a*x + b*y + c, d*x + e*y + f).
+    image = Image.fromarray(ink.astype(np.float32), mode="F")
+    sheared = image.transform(
+        image.size,
+        Image.Transform.AFFINE,
+        (1.0, slant, -slant * cy, 0.0, 1.0, 0.0),
+        resample=Image.Resampling.BILINEAR,
+    )
+    return np.asarray(sheared, dtype=np.float32)
 
 
 def to_vector(normalized: Gray) -> NDArray[np.uint8]:

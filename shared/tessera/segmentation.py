@@ -1,0 +1,659 @@
+"""Real sheets into clean cells: illumination flattening, adaptive threshold, deskew, grid
+finding (ruled lines or ink gaps), ruled-line removal, empty-cell detection, and, for pages
+with no grid, ink grouped into symbols in reading order.
+
+Serving imports this module too, so it depends on numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from tessera.components import label_components
+from tessera.config import PIPELINE
+from tessera.errors import InvalidInput
+from tessera.imaging import Gray, Tile, check_grid_fits, clean_ink, normalize_ink
+
+Mask = NDArray[np.bool_]
+Ints = NDArray[np.int64]
+
+# Pages are analysed at no more than this many pixels on their long side: a 4000x3000 photo
+# holds no more information about a 28x28 glyph than its 2000x1500 reduction, and a quarter of
+# the pixels keeps a Lambda's memory and time in bounds.
+WORKING_SIDE = 2000
+MAX_SKEW_DEGREES = 8.0
+# Below this the page is left unrotated: resampling would blur more than it straightens.
+MIN_SKEW_DEGREES = 0.15
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page as ink: bright strokes on zero, lit evenly, with the threshold that separates
+    strokes from paper noise."""
+
+    ink: Gray
+    threshold: float
+    scale: float  # working pixels per source pixel
+
+    @property
+    def mask(self) -> Mask:
+        return self.ink > self.threshold
+
+
+@dataclass(frozen=True)
+class Cutting:
+    """A sheet cut into cells. Tiles hold cleaned ink (bright on black, ruled lines and
+    neighbours' fragments removed), one per cell in reading order, empty cells included."""
+
+    rows: int
+    cols: int
+    tiles: list[Tile]
+    empty: list[tuple[int, int]]
+    grid_source: str  # "given", "ruled" or "gaps"
+    skew_degrees: float
+    row_edges: list[int]
+    col_edges: list[int]
+    _ink: Gray = field(repr=False)
+    _present: NDArray[np.bool_] = field(repr=False)
+
+    @property
+    def inked(self) -> list[Tile]:
+        return [tile for tile, present in zip(self.tiles, self._present, strict=True) if present]
+
+    def normalized(self, *, deslant: bool = False) -> tuple[Gray, NDArray[np.bool_]]:
+        """All cells as (n, 28, 28) MNIST-style arrays, and which cells hold ink."""
+        return normalize_ink(self._ink, deslant=deslant), self._present.copy()
+
+    def manifest(self) -> dict[str, object]:
+        return {
+            "rows": self.rows,
+            "cols": self.cols,
+            "grid_source": self.grid_source,
+            "skew_degrees": round(self.skew_degrees, 2),
+            "cells": self.rows * self.cols,
+            "inked": int(self._present.sum()),
+            "empty": [[r, c] for r, c in self.empty],
+        }
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """One symbol on a page with no grid; box is (left, top, right, bottom) in source pixels."""
+
+    line: int
+    index: int
+    box: tuple[int, int, int, int]
+    pixels: Gray
+
+
+@dataclass(frozen=True)
+class Reading:
+    symbols: list[Symbol]
+    _ink: Gray = field(repr=False)
+
+    def normalized(self, *, deslant: bool = False) -> Gray:
+        return normalize_ink(self._ink, deslant=deslant)
+
+
+# --------------------------------------------------------------------------- page preparation
+
+
+def _working_size(gray: Gray) -> tuple[Gray, float]:
+    height, width = gray.shape
+    factor = math.ceil(max(height, width) / WORKING_SIDE)
+    if factor <= 1:
+        return gray, 1.0
+    reduced = Image.fromarray(gray, mode="F").reduce(factor)
+    return np.asarray(reduced, dtype=np.float32), 1.0 / factor
+
+
+def _block_level(gray: Gray, block: int, quantile: float) -> Gray:
+    """A smooth map of `quantile` of each block x block tile, at full size."""
+    height, width = gray.shape
+    rows = max(1, -(-height // block))
+    cols = max(1, -(-width // block))
+    padded = np.pad(gray, ((0, rows * block - height), (0, cols * block - width)), mode="edge")
+    blocks = padded.reshape(rows, block, cols, block).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    level = np.quantile(blocks, quantile, axis=2).astype(np.float32)
+    image = Image.fromarray(level, mode="F").resize(
+        (cols * block, rows * block), Image.Resampling.BILINEAR
+    )
+    return np.asarray(image, dtype=np.float32)[:height, :width]
+
+
+def prepare_page(gray: Gray) -> Page:
+    """Flatten the lighting and turn the page into ink intensity with an adaptive threshold.
+
+    Paper (dark ink on light) is divided by a smooth estimate of the paper's brightness, which
+    undoes uneven light and shadows in photos; light ink on a dark ground has its ground level
+    subtracted. The threshold adapts to the page's paper noise.
+    """
+    working, scale = _working_size(np.asarray(gray, dtype=np.float32))
+    height, width = working.shape
+    block = int(np.clip(min(height, width) // 16, 8, 160))
+    if float(np.median(working)) >= 0.5:
+        paper = _block_level(working, block, 0.9)
+        ink = 1.0 - working / np.maximum(paper, 0.05)
+    else:
+        ground = _block_level(working, block, 0.1)
+        ink = working - ground
+    ink = np.clip(ink, 0.0, 1.0).astype(np.float32)
+    # Paper noise: most pixels are paper, so the median and its spread describe the paper.
+    median = float(np.median(ink))
+    spread = float(np.median(np.abs(ink - median))) * 1.4826
+    threshold = max(0.12, median + 6.0 * spread)
+    strokes = ink[ink > threshold]
+    if strokes.size < 4:
+        return Page(ink=np.zeros_like(ink), threshold=1.0, scale=scale)
+    # Strokes are brought to full strength, as MNIST's are: faint pencil reads like ink.
+    level = max(float(np.quantile(strokes, 0.9)), threshold * 1.5)
+    ink = np.clip(ink / level, 0.0, 1.0)
+    return Page(ink=ink, threshold=min(threshold / level, 0.5), scale=scale)
+
+
+# --------------------------------------------------------------------------------- deskewing
+
+
+def estimate_skew(mask: Mask) -> float:
+    """The rotation in degrees (counter-clockwise, as Pillow's `rotate` takes it) that makes
+    the page's rows of ink and ruled lines level: the angle with the sharpest projections."""
+    height, width = mask.shape
+    step = max(1, round(max(height, width) / 800))
+    ys, xs = np.nonzero(mask[::step, ::step])
+    if ys.size < 20:
+        return 0.0
+    if ys.size > 200_000:
+        pick = np.random.default_rng(0).choice(ys.size, 200_000, replace=False)
+        ys, xs = ys[pick], xs[pick]
+    y = ys.astype(np.float64) - ys.mean()
+    x = xs.astype(np.float64) - xs.mean()
+
+    def sharpness(degrees: float) -> float:
+        angle = math.radians(degrees)
+        cos, sin = math.cos(angle), math.sin(angle)
+        score = 0.0
+        for coordinate in (y * cos + x * sin, x * cos - y * sin):
+            bins = np.rint(coordinate - coordinate.min()).astype(np.int64)
+            counts = np.bincount(bins).astype(np.float64)
+            score += float((counts * counts).sum())
+        return score
+
+    coarse = np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-9, 0.5)
+    best = float(coarse[int(np.argmax([sharpness(a) for a in coarse]))])
+    fine = np.arange(best - 0.5, best + 0.5 + 1e-9, 0.1)
+    best = float(fine[int(np.argmax([sharpness(a) for a in fine]))])
+    return best
+
+
+def _rotate(ink: Gray, degrees: float) -> Gray:
+    rotated = Image.fromarray(ink, mode="F").rotate(
+        degrees, resample=Image.Resampling.BILINEAR, fillcolor=0.0
+    )
+    return np.asarray(rotated, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ ruled lines
+
+
+def _long_runs(mask: Mask, length: int) -> Mask:
+    """Pixels of horizontal runs at least `length` long (a morphological opening), with one
+    pixel of vertical slack so hand-ruled lines that wobble still count as one run."""
+    height, width = mask.shape
+    if length > width:
+        return np.zeros_like(mask)
+    slack = mask.copy()
+    slack[1:] |= mask[:-1]
+    slack[:-1] |= mask[1:]
+    sums = np.zeros((height, width + 1), dtype=np.int32)
+    np.cumsum(slack, axis=1, out=sums[:, 1:])
+    window_full = (sums[:, length:] - sums[:, :-length]) == length  # window [x, x+length)
+    starts = np.zeros((height, width + 1), dtype=np.int32)
+    np.cumsum(np.pad(window_full, ((0, 0), (0, length - 1))), axis=1, out=starts[:, 1:])
+    covered = np.zeros((height, width), dtype=np.bool_)
+    # Pixel x is covered when some full window starts in [x-length+1, x].
+    low = np.arange(width) - length + 1
+    covered = (starts[:, 1:] - starts[:, np.clip(low, 0, width)]) > 0
+    return covered & slack
+
+
+@dataclass(frozen=True)
+class _Lines:
+    centres: list[float]
+    bands: list[tuple[int, int]]
+
+
+def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
+    """Ruled lines along one axis: bands of rows where long runs add up to a good part of the
+    page's width."""
+    profile = runs.sum(axis=1).astype(np.float64)
+    # A line a little off level spreads over a few rows: count the columns it covers within a
+    # five-row window. Strokes of symbols cover only their own cells' width, a line the page's.
+    window = runs.copy()
+    for shift in (1, 2):
+        window[shift:] |= runs[:-shift]
+        window[:-shift] |= runs[shift:]
+    smooth = window.sum(axis=1).astype(np.float64)
+    extent_cols = np.flatnonzero(runs.any(axis=0))
+    if extent_cols.size == 0:
+        return _Lines([], [])
+    span = extent_cols[-1] - extent_cols[0] + 1
+    strong = smooth >= span * min_fraction
+    centres: list[float] = []
+    bands: list[tuple[int, int]] = []
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], strong.astype(np.int8), [0]])))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        weights = profile[start:end]
+        if weights.sum() <= 0:
+            continue
+        centres.append(float((weights * np.arange(start, end)).sum() / weights.sum()))
+        bands.append((int(start), int(end)))
+    return _Lines(centres, bands)
+
+
+def _regular(centres: list[float], strengths: list[float]) -> list[float]:
+    """Drop lines that sit too close to a stronger one; fill a missing line in a gap that is
+    a whole multiple of the usual spacing."""
+    if len(centres) < 3:
+        return centres
+    kept = [centres[0]]
+    kept_strength = [strengths[0]]
+    spacing = float(np.median(np.diff(centres)))
+    for centre, strength in zip(centres[1:], strengths[1:], strict=True):
+        if centre - kept[-1] < 0.55 * spacing:
+            if strength > kept_strength[-1]:
+                kept[-1], kept_strength[-1] = centre, strength
+            continue
+        kept.append(centre)
+        kept_strength.append(strength)
+    if len(kept) < 3:
+        return kept
+    spacing = float(np.median(np.diff(kept)))
+    filled = [kept[0]]
+    for centre in kept[1:]:
+        gap = centre - filled[-1]
+        missing = round(gap / spacing) - 1
+        if missing >= 1 and abs(gap / (missing + 1) - spacing) < 0.2 * spacing:
+            filled.extend(filled[-1] + gap * k / (missing + 1) for k in range(1, missing + 1))
+        filled.append(centre)
+    return filled
+
+
+def _edges_from_lines(centres: list[float], size: int, ink_profile: NDArray[np.float64]) -> Ints:
+    """Cell edges from ruled lines; a missing outer border is taken as the image edge when
+    there is a cell's worth of inked space beyond the outermost line."""
+    edges = list(centres)
+    spacing = float(np.median(np.diff(edges)))
+    before = ink_profile[: max(0, int(edges[0]) - 2)].sum()
+    after = ink_profile[int(edges[-1]) + 3 :].sum()
+    if edges[0] > 0.6 * spacing and before > 0:
+        edges.insert(0, max(0.0, edges[0] - spacing))
+    if size - edges[-1] > 0.6 * spacing and after > 0:
+        edges.append(min(float(size), edges[-1] + spacing))
+    return np.rint(edges).astype(np.int64)
+
+
+def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
+    """Row and column edges from ruled lines, and the mask of line pixels to erase."""
+    height, width = mask.shape
+    length = max(12, min(height, width) // 25)
+    horizontal = _long_runs(mask, length)
+    vertical = _long_runs(mask.T, length).T
+    across = _line_positions(horizontal, min_fraction=0.6)
+    down = _line_positions(vertical.T, min_fraction=0.6)
+    strength_h = [float(horizontal[a:b].sum()) for a, b in across.bands]
+    strength_v = [float(vertical[:, a:b].sum()) for a, b in down.bands]
+    row_lines = _regular(across.centres, strength_h)
+    col_lines = _regular(down.centres, strength_v)
+    if len(row_lines) < 2 or len(col_lines) < 2:
+        return None
+    ink_rows = mask.sum(axis=1).astype(np.float64)
+    ink_cols = mask.sum(axis=0).astype(np.float64)
+    row_edges = _edges_from_lines(row_lines, height, ink_rows)
+    col_edges = _edges_from_lines(col_lines, width, ink_cols)
+    line_pixels = np.zeros_like(mask)
+    for start, end in across.bands:
+        line_pixels[max(0, start - 1) : end + 1] |= horizontal[max(0, start - 1) : end + 1]
+    for start, end in down.bands:
+        line_pixels[:, max(0, start - 1) : end + 1] |= vertical[:, max(0, start - 1) : end + 1]
+    return row_edges, col_edges, line_pixels
+
+
+# --------------------------------------------------------------------------------- ink gaps
+
+
+def _periodic_edges(profile: NDArray[np.float64], *, min_cell: int) -> Ints | None:
+    """Cell edges along one axis of a grid with no lines: the period of the ink profile (its
+    autocorrelation peak), placed where the cuts cross the least ink."""
+    size = profile.size
+    if size < 2 * min_cell or profile.sum() <= 0:
+        return None
+    centred = profile - profile.mean()
+    spectrum = np.fft.rfft(centred, n=2 * size)
+    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[:size]
+    if autocorrelation[0] <= 0:
+        return None
+    autocorrelation /= autocorrelation[0]
+    lags = np.arange(min_cell, size // 2 + 1)
+    if lags.size < 3:
+        return None
+    values = autocorrelation[lags]
+    peaks = (values[1:-1] > values[:-2]) & (values[1:-1] >= values[2:]) & (values[1:-1] > 0.2)
+    candidates = lags[1:-1][peaks]
+    if candidates.size == 0:
+        return None
+    # The first strong peak is the period; later ones are its multiples.
+    top = autocorrelation[candidates].max()
+    period = float(candidates[np.flatnonzero(autocorrelation[candidates] >= 0.7 * top)[0]])
+    positions = np.arange(size, dtype=np.float64)
+    best: tuple[float, float, float] | None = None
+    for trial in np.arange(period - 1.0, period + 1.0001, 0.05):
+        for phase in np.arange(0.0, trial, 0.5):
+            cuts = np.arange(phase, size, trial)
+            cost = float(np.interp(cuts, positions, profile).mean())
+            if best is None or cost < best[0]:
+                best = (cost, trial, phase)
+    assert best is not None
+    cost, period, phase = best
+    if cost > 0.35 * float(profile.mean()):
+        return None
+    inked = np.flatnonzero(profile > 0.05 * profile.max())
+    first = phase + math.floor((inked[0] - phase) / period) * period
+    last = phase + math.ceil((inked[-1] + 1 - phase) / period) * period
+    count = max(1, round((last - first) / period))
+    edges = np.rint(first + period * np.arange(count + 1)).astype(np.int64)
+    return np.clip(edges, 0, size)
+
+
+def _single_span(profile: NDArray[np.float64]) -> Ints | None:
+    inked = np.flatnonzero(profile > 0)
+    if inked.size == 0:
+        return None
+    return np.array([0, profile.size], dtype=np.int64)
+
+
+def _gap_grid(mask: Mask, min_cell: int) -> tuple[Ints, Ints] | None:
+    rows_profile = mask.mean(axis=1).astype(np.float64)
+    cols_profile = mask.mean(axis=0).astype(np.float64)
+    row_edges = _periodic_edges(rows_profile, min_cell=min_cell)
+    col_edges = _periodic_edges(cols_profile, min_cell=min_cell)
+    if row_edges is None and col_edges is None:
+        return None
+    # One row (or one column) of symbols has no period along that axis.
+    row_edges = row_edges if row_edges is not None else _single_span(rows_profile)
+    col_edges = col_edges if col_edges is not None else _single_span(cols_profile)
+    if row_edges is None or col_edges is None:
+        return None
+    return row_edges, col_edges
+
+
+def _equal_edges(size: int, count: int) -> Ints:
+    return np.linspace(0, size, count + 1).round().astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------- cutting
+
+
+def _check_page(gray: Gray) -> None:
+    height, width = gray.shape
+    side = PIPELINE.limits.min_cell_pixels
+    if height < side or width < side:
+        raise InvalidInput(
+            "image_too_small",
+            f"a {width}x{height} image is smaller than one {side}x{side} cell",
+        )
+
+
+def cut_sheet(
+    image: Gray,
+    rows: int | None = None,
+    cols: int | None = None,
+    *,
+    square: bool = False,
+) -> Cutting:
+    """Cut a photographed or scanned sheet into clean cells, finding the grid when not told.
+
+    A grid given in rows/cols wins; ruled lines that agree with it place the cell edges, else
+    the page is cut evenly. With no grid given it comes from ruled lines, else from the gaps
+    between rows and columns of ink. Raises `InvalidInput` for pages with no ink
+    (`blank_page`), no findable grid (`grid_not_found`) or cells too small to read.
+    """
+    gray = np.asarray(image, dtype=np.float32)
+    _check_page(gray)
+    if rows is not None and cols is not None:
+        check_grid_fits(width=gray.shape[1], height=gray.shape[0], rows=rows, cols=cols)
+    page = prepare_page(gray)
+    mask = page.mask
+    if not mask.any() and (rows is None or cols is None):
+        raise InvalidInput("blank_page", "the page holds no ink, so there is no grid to find")
+    skew = estimate_skew(mask) if mask.any() else 0.0
+    ink = page.ink
+    if abs(skew) >= MIN_SKEW_DEGREES:
+        ink = _rotate(ink, skew)
+        mask = ink > page.threshold
+    height, width = ink.shape
+    min_cell = PIPELINE.limits.min_cell_pixels
+
+    ruled = _ruled_grid(mask) if mask.any() else None
+    line_pixels = ruled[2] if ruled is not None else None
+    source = "given"
+    if ruled is not None:
+        row_edges, col_edges = ruled[0], ruled[1]
+        source = "ruled"
+    else:
+        gaps = _gap_grid(mask, max(min_cell, 6)) if mask.any() else None
+        if gaps is None:
+            if rows is None or cols is None:
+                raise InvalidInput(
+                    "grid_not_found",
+                    "no ruled lines or regular gaps between symbols were found: "
+                    "set metadata grid=ROWSxCOLS",
+                )
+            row_edges, col_edges = _equal_edges(height, rows), _equal_edges(width, cols)
+        else:
+            row_edges, col_edges = gaps
+            source = "gaps"
+    # The given grid wins; found edges are kept only along an axis where they agree with it.
+    if rows is not None and len(row_edges) - 1 != rows:
+        row_edges, source = _equal_edges(height, rows), "given"
+    if cols is not None and len(col_edges) - 1 != cols:
+        col_edges, source = _equal_edges(width, cols), "given"
+    found_rows, found_cols = len(row_edges) - 1, len(col_edges) - 1
+    if rows is None or cols is None:
+        _check_found_grid(row_edges, col_edges, width=width, height=height)
+    if line_pixels is not None:
+        ink = np.where(line_pixels, 0.0, ink).astype(np.float32)
+    return _cells(
+        ink,
+        row_edges,
+        col_edges,
+        threshold=page.threshold,
+        square=square,
+        source=source,
+        skew=skew,
+        rows=found_rows,
+        cols=found_cols,
+    )
+
+
+def _check_found_grid(row_edges: Ints, col_edges: Ints, *, width: int, height: int) -> None:
+    limits = PIPELINE.limits
+    cells = (len(row_edges) - 1) * (len(col_edges) - 1)
+    if cells > limits.max_grid_cells:
+        raise InvalidInput("bad_grid", f"found {cells} cells, over {limits.max_grid_cells}")
+    smallest = min(int(np.diff(row_edges).min()), int(np.diff(col_edges).min()))
+    if smallest < limits.min_cell_pixels:
+        raise InvalidInput(
+            "grid_too_dense",
+            f"the grid's cells are {smallest} pixels across in a {width}x{height} image; "
+            f"at least {limits.min_cell_pixels} are needed to read a symbol",
+        )
+
+
+def _cells(
+    ink: Gray,
+    row_edges: Ints,
+    col_edges: Ints,
+    *,
+    threshold: float,
+    square: bool,
+    source: str,
+    skew: float,
+    rows: int,
+    cols: int,
+) -> Cutting:
+    boxes: list[tuple[int, int, int, int, int, int]] = []
+    for r in range(rows):
+        for c in range(cols):
+            top, bottom = int(row_edges[r]), int(row_edges[r + 1])
+            left, right = int(col_edges[c]), int(col_edges[c + 1])
+            if square:
+                side = min(bottom - top, right - left)
+                top += (bottom - top - side) // 2
+                left += (right - left - side) // 2
+                bottom, right = top + side, left + side
+            boxes.append((r, c, top, left, max(bottom, top + 1), max(right, left + 1)))
+    heights = np.array([b[4] - b[2] for b in boxes], dtype=np.int64)
+    widths = np.array([b[5] - b[3] for b in boxes], dtype=np.int64)
+    stack = np.zeros((len(boxes), int(heights.max()), int(widths.max())), dtype=np.float32)
+    uniform = heights.min() == heights.max() and widths.min() == widths.max()
+    if uniform and not square and _contiguous(row_edges) and _contiguous(col_edges):
+        # Equal cells tile the page: one reshape instead of thousands of slices.
+        h, w = int(heights[0]), int(widths[0])
+        top, left = int(row_edges[0]), int(col_edges[0])
+        block = ink[top : top + rows * h, left : left + cols * w]
+        stack[:] = block.reshape(rows, h, cols, w).transpose(0, 2, 1, 3).reshape(-1, h, w)
+    else:
+        for index, (_, _, top, left, bottom, right) in enumerate(boxes):
+            stack[index, : bottom - top, : right - left] = ink[top:bottom, left:right]
+    cleaned, present = clean_ink(stack, heights, widths, threshold=threshold)
+    tiles = [
+        Tile(row=r, col=c, pixels=cleaned[index, : heights[index], : widths[index]])
+        for index, (r, c, *_) in enumerate(boxes)
+    ]
+    empty = [(b[0], b[1]) for b, p in zip(boxes, present, strict=True) if not p]
+    return Cutting(
+        rows=rows,
+        cols=cols,
+        tiles=tiles,
+        empty=empty,
+        grid_source=source,
+        skew_degrees=skew,
+        row_edges=[int(v) for v in row_edges],
+        col_edges=[int(v) for v in col_edges],
+        _ink=cleaned,
+        _present=present,
+    )
+
+
+def _contiguous(edges: Ints) -> bool:
+    steps = np.diff(edges)
+    return bool(steps.size and (steps == steps[0]).all())
+
+
+# ------------------------------------------------------------------------------ no grid
+
+
+def find_symbols(image: Gray) -> Reading:
+    """Ink on a page with no grid, grouped into symbols read in order: lines top to bottom,
+    symbols left to right. Pieces of one symbol stacked over each other (the dot of an i, the
+    bars of =) are grouped; long ruled lines are ignored. Boxes are in source pixels."""
+    gray = np.asarray(image, dtype=np.float32)
+    _check_page(gray)
+    page = prepare_page(gray)
+    mask = page.mask
+    height, width = mask.shape
+    if not mask.any():
+        return Reading([], np.zeros((0, 1, 1), dtype=np.float32))
+    length = max(40, width // 6)
+    lines = _long_runs(mask, length) | _long_runs(mask.T, max(40, height // 6)).T
+    mask &= ~lines
+    parts = label_components(mask)
+    if parts.count == 0:
+        return Reading([], np.zeros((0, 1, 1), dtype=np.float32))
+    big = parts.area[parts.area >= 4]
+    typical = float(np.median(big)) if big.size else 1.0
+    keep = parts.area >= max(4.0, 0.04 * typical)
+    boxes = [
+        [int(parts.left[k]), int(parts.top[k]), int(parts.right[k]), int(parts.bottom[k]), [k]]
+        for k in np.flatnonzero(keep)
+    ]
+    groups = _group_stacked(boxes)
+    ordered = _reading_order(groups)
+    symbols: list[Symbol] = []
+    crops: list[Gray] = []
+    for line, members in enumerate(ordered):
+        for box in members:
+            left, top, right, bottom, labels = box
+            chosen = np.zeros(parts.count, dtype=np.bool_)
+            chosen[labels] = True
+            only = parts.paint(chosen, mask.shape)[top:bottom, left:right]
+            crop = np.where(only, page.ink[top:bottom, left:right], 0.0).astype(np.float32)
+            crops.append(crop)
+            source_box = tuple(round(v / page.scale) for v in (left, top, right, bottom))
+            symbols.append(
+                Symbol(
+                    line=line,
+                    index=len(symbols),
+                    box=(source_box[0], source_box[1], source_box[2], source_box[3]),
+                    pixels=crop,
+                )
+            )
+    tallest = max(c.shape[0] for c in crops)
+    widest = max(c.shape[1] for c in crops)
+    stack = np.zeros((len(crops), tallest, widest), dtype=np.float32)
+    for index, crop in enumerate(crops):
+        stack[index, : crop.shape[0], : crop.shape[1]] = crop
+    return Reading(symbols, stack)
+
+
+_Box = list  # [left, top, right, bottom, [component labels]]
+
+
+def _group_stacked(boxes: list[_Box]) -> list[_Box]:
+    """Merge pieces that overlap mostly in x and sit close in y: one symbol."""
+    merged = True
+    while merged:
+        merged = False
+        boxes.sort(key=lambda b: b[0])
+        out: list[_Box] = []
+        for box in boxes:
+            for other in out:
+                overlap = min(box[2], other[2]) - max(box[0], other[0])
+                narrower = min(box[2] - box[0], other[2] - other[0])
+                gap = max(box[1], other[1]) - min(box[3], other[3])
+                taller = max(box[3] - box[1], other[3] - other[1])
+                if overlap >= 0.5 * narrower and gap <= 0.6 * taller:
+                    other[0] = min(other[0], box[0])
+                    other[1] = min(other[1], box[1])
+                    other[2] = max(other[2], box[2])
+                    other[3] = max(other[3], box[3])
+                    other[4] = other[4] + box[4]
+                    merged = True
+                    break
+            else:
+                out.append(box)
+        boxes = out
+    return boxes
+
+
+def _reading_order(boxes: list[_Box]) -> list[list[_Box]]:
+    """Lines top to bottom (a symbol joins a line when its middle lies within the line's
+    height), then symbols left to right within each line."""
+    lines: list[list[_Box]] = []
+    spans: list[list[float]] = []
+    for box in sorted(boxes, key=lambda b: (b[1] + b[3]) / 2):
+        middle = (box[1] + box[3]) / 2
+        for line, span in zip(lines, spans, strict=True):
+            if span[0] <= middle <= span[1]:
+                line.append(box)
+                break
+        else:
+            lines.append([box])
+            spans.append([float(box[1]), float(box[3])])
+    order = sorted(range(len(lines)), key=lambda i: spans[i][0])
+    return [sorted(lines[i], key=lambda b: b[0]) for i in order]
