@@ -7,10 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+INFRA_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INFRA_DIR.parent
 # Run as a script, Python puts infra/ first on sys.path, where ingest.py, stack.py & co. would
 # shadow top-level names; the app imports `infra.*` from the repo root and `tessera` from shared/.
-sys.path[:1] = [str(REPO_ROOT), str(REPO_ROOT / "shared")]
+if sys.path and Path(sys.path[0] or ".").resolve() == INFRA_DIR:
+    del sys.path[0]
+for _path in (str(REPO_ROOT / "shared"), str(REPO_ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from aws_cdk import App, Environment, Validations  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402

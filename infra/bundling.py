@@ -138,24 +138,30 @@ class FunctionBundler:
         return True
 
 
-def function_code(*, function: str, requirements: Path, with_dependencies: bool) -> lambda_.Code:
-    """The asset for one function.
-
-    The asset hash covers every input of the bundle (handler folder, library, requirements), so a
-    change anywhere re-bundles and an unchanged function reuses its staged copy in cdk.out.
-    `with_dependencies=False` leaves the third-party packages out: the template is the same, the
-    synth takes seconds, and the result must not be deployed (tests use it).
-    """
+def bundle_hash(*, function: str, requirements: Path, with_dependencies: bool) -> str:
+    """A digest of every input of a bundle: handler folder, library, requirements, platform."""
     inputs = [FUNCTIONS_DIR / "__init__.py", *_function_files(function), *_library_files()]
-    asset_hash = _digest(
+    return _digest(
         *(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes() for path in inputs),
         requirements.read_bytes() if with_dependencies else b"no-dependencies",
         LAMBDA_PYTHON_VERSION.encode(),
         " ".join(LAMBDA_PLATFORMS).encode(),
     )
+
+
+def function_code(*, function: str, requirements: Path, with_dependencies: bool) -> lambda_.Code:
+    """The asset for one function.
+
+    The asset hash covers every input of the bundle (handler folder, library, requirements), so a
+    change anywhere re-bundles and an unchanged function reuses its staged copy in cdk.out.
+    `with_dependencies=False` leaves the third-party packages out: the template differs only in
+    asset hashes, the synth takes seconds, and the result must not be deployed (tests use it).
+    """
     return lambda_.Code.from_asset(
         str(FUNCTIONS_DIR / function),
-        asset_hash=asset_hash,
+        asset_hash=bundle_hash(
+            function=function, requirements=requirements, with_dependencies=with_dependencies
+        ),
         asset_hash_type=AssetHashType.CUSTOM,
         bundling=BundlingOptions(
             # Never pulled: the local bundler always succeeds, so Docker is never asked for.

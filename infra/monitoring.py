@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -51,15 +51,10 @@ class Monitoring(Construct):
             "Alarms",
             topic_name=f"{PIPELINE.project}-alarms",
             display_name="Tessera alarms",
+            # Publishing requires TLS. No customer KMS key: notifications carry resource names
+            # and states, no pipeline data, and a key would need grants for CloudWatch and
+            # EventBridge and cost $1 a month.
             enforce_ssl=True,
-        )
-        Validations.of(self.alarm_topic).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-SNS2",
-                reason="Alarm notifications carry resource names and states, no pipeline data; "
-                "a customer KMS key would cost $1 a month and need key grants for CloudWatch and "
-                "EventBridge. Publishing requires TLS (SNS3).",
-            )
         )
         if alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))

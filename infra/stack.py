@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, CfnOutput, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, CfnOutput, Stack, Validations
 from constructs import Construct
 
 from infra.access import grant_prefixes
@@ -55,6 +55,11 @@ class TesseraStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         prefixes = PIPELINE.prefixes
+        if not settings.bundle:
+            Annotations.of(self).add_warning_v2(
+                "tessera:unbundled",
+                "tessera:bundle=false: functions lack their third-party packages; do not deploy.",
+            )
 
         self.storage = Storage(self, "Storage", retain_data=settings.retain_data)
         bucket = self.storage.bucket

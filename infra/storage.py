@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -38,6 +38,7 @@ class Storage(Construct):
         removal = RemovalPolicy.RETAIN if retain_data else RemovalPolicy.DESTROY
         prefixes = PIPELINE.prefixes
 
+        # Not logged itself (that would loop); cdk-nag recognizes it as the logging target.
         self.access_logs = s3.Bucket(
             self,
             "AccessLogs",
@@ -51,12 +52,6 @@ class Storage(Construct):
             ],
             removal_policy=removal,
             auto_delete_objects=not retain_data,
-        )
-        Validations.of(self.access_logs).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-S1",
-                reason="This is the server access log target; logging it into itself would loop.",
-            )
         )
 
         self.bucket = s3.Bucket(

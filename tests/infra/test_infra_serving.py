@@ -1,0 +1,136 @@
+"""Serving: routes from the config, API keys everywhere, POST /train straight to Step Functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk.assertions import Match, Template
+from conftest import Synthesized
+from infra_template_tools import (
+    logical_id,
+    render,
+    resources,
+    resources_for_action,
+    role_statements,
+)
+
+from infra.serving import BINARY_MEDIA_TYPES, TRAIN_ROUTE
+from tessera.config import PIPELINE
+
+
+def _methods(template: Template) -> dict[tuple[str, str], dict[str, Any]]:
+    """(HTTP method, path) -> method properties, with paths rebuilt from the resource tree."""
+    api_resources = resources(template, "AWS::ApiGateway::Resource")
+
+    def path_of(resource_ref: Any) -> str:
+        if isinstance(resource_ref, dict) and "Fn::GetAtt" in resource_ref:
+            return ""  # the root resource
+        props = api_resources[resource_ref["Ref"]]["Properties"]
+        return f"{path_of(props['ParentId'])}/{props['PathPart']}"
+
+    return {
+        (m["Properties"]["HttpMethod"], path_of(m["Properties"]["ResourceId"])): m["Properties"]
+        for m in resources(template, "AWS::ApiGateway::Method").values()
+    }
+
+
+def test_the_api_exposes_exactly_the_configured_routes(template: Template) -> None:
+    assert set(_methods(template)) == {(r.method, r.path) for r in PIPELINE.routes}
+
+
+def test_every_method_requires_an_api_key(template: Template) -> None:
+    methods = _methods(template)
+    assert methods
+    assert all(props["ApiKeyRequired"] is True for props in methods.values())
+
+
+def test_post_bodies_are_validated_before_anything_runs(template: Template) -> None:
+    for (method, path), props in _methods(template).items():
+        if method == "POST":
+            assert "RequestValidatorId" in props, path
+            assert "application/json" in props["RequestModels"], path
+    template.has_resource_properties(
+        "AWS::ApiGateway::RequestValidator",
+        {"ValidateRequestBody": True, "ValidateRequestParameters": True},
+    )
+    template.has_resource_properties(
+        "AWS::ApiGateway::Model",
+        {
+            "Schema": Match.object_like(
+                {"additionalProperties": False, "properties": {"dataset": Match.any_value()}}
+            )
+        },
+    )
+
+
+def test_inference_routes_are_proxied_to_the_inference_function(
+    synthesized: Synthesized,
+) -> None:
+    function_id = logical_id(synthesized.stack.serving.inference.function)
+    for (method, path), props in _methods(synthesized.template).items():
+        if (method, path) == (TRAIN_ROUTE.method, TRAIN_ROUTE.path):
+            continue
+        integration = props["Integration"]
+        assert integration["Type"] == "AWS_PROXY", path
+        assert f"<{function_id}.Arn>" in render(integration["Uri"]), path
+
+
+def test_post_train_starts_the_training_workflow_with_its_own_role(
+    synthesized: Synthesized,
+) -> None:
+    # GIVEN the POST /train method
+    integration = _methods(synthesized.template)[(TRAIN_ROUTE.method, TRAIN_ROUTE.path)][
+        "Integration"
+    ]
+    workflow_id = logical_id(synthesized.stack.training.state_machine)
+
+    # THEN it calls states:StartExecution directly, on this state machine, as a dedicated role
+    assert integration["Type"] == "AWS"
+    assert render(integration["Uri"]).endswith(":states:action/StartExecution")
+    assert f"<{workflow_id}>" in render(integration["RequestTemplates"]["application/json"])
+    role_id = integration["Credentials"]["Fn::GetAtt"][0]
+    statements = role_statements(synthesized.template, role_id)
+    assert resources_for_action(statements, "states:StartExecution") == {f"<{workflow_id}>"}
+    assert {s for st in statements for s in _actions(st)} == {"states:StartExecution"}
+
+
+def test_the_stage_logs_access_traces_and_throttles(template: Template) -> None:
+    (stage,) = resources(template, "AWS::ApiGateway::Stage").values()
+    props = stage["Properties"]
+    assert props["TracingEnabled"] is True
+    assert "DestinationArn" in props["AccessLogSetting"]
+    (settings,) = props["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] > 0
+    assert settings["ThrottlingBurstLimit"] > 0
+    assert settings["DataTraceEnabled"] is False
+
+
+def test_a_usage_plan_throttles_the_key_on_the_stage(template: Template) -> None:
+    ((plan_id, plan),) = resources(template, "AWS::ApiGateway::UsagePlan").items()
+    props = plan["Properties"]
+    assert props["Throttle"]["RateLimit"] > 0
+    assert props["Quota"]["Limit"] > 0
+    assert len(props["ApiStages"]) == 1
+    template.has_resource_properties(
+        "AWS::ApiGateway::UsagePlanKey", {"UsagePlanId": {"Ref": plan_id}, "KeyType": "API_KEY"}
+    )
+
+
+def test_image_bodies_are_binary_media_types(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::ApiGateway::RestApi", {"BinaryMediaTypes": BINARY_MEDIA_TYPES}
+    )
+    assert {"image/png", "image/jpeg"} <= set(BINARY_MEDIA_TYPES)
+
+
+def test_the_inference_function_gives_up_before_the_api_gateway_timeout(
+    synthesized: Synthesized,
+) -> None:
+    function_id = logical_id(synthesized.stack.serving.inference.function)
+    function = resources(synthesized.template, "AWS::Lambda::Function")[function_id]
+    assert function["Properties"]["Timeout"] < 29
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]

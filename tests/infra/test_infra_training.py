@@ -1,0 +1,165 @@
+"""Training: the container on Batch/Fargate and the workflow that runs it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+from conftest import Synthesized, synthesize
+from infra_template_tools import logical_id, only, resources, state_machine_definition
+
+from infra.training_job import TRAINING_DOCKERFILE
+from tessera.config import PIPELINE
+
+
+@pytest.fixture(scope="module")
+def definition(template: Template) -> dict[str, Any]:
+    return state_machine_definition(template)
+
+
+def _train_state(definition: dict[str, Any]) -> dict[str, Any]:
+    (state,) = [
+        s
+        for s in definition["States"].values()
+        if s.get("Resource", "").endswith(":states:::batch:submitJob.sync")
+    ]
+    return state
+
+
+def test_jobs_run_on_fargate_with_their_own_role(synthesized: Synthesized) -> None:
+    template = synthesized.template
+    template.has_resource_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {
+            "Type": "managed",
+            "ComputeResources": {
+                "Type": "FARGATE",
+                "MaxvCpus": 16,
+                "Subnets": _any_list(),
+                "SecurityGroupIds": _any_list(),
+            },
+        },
+    )
+    _, job = only(template, "AWS::Batch::JobDefinition", JobDefinitionName="tessera-training")
+    props = job["Properties"]
+    assert props["PlatformCapabilities"] == ["FARGATE"]
+    container = props["ContainerProperties"]
+    assert container["JobRoleArn"] == {
+        "Fn::GetAtt": [logical_id(synthesized.stack.training.job_role), "Arn"]
+    }
+    assert container["Command"] == ["python", "-m", "training.train", "--dataset", "Ref::dataset"]
+    assert props["Parameters"] == {"dataset": PIPELINE.default_dataset}
+    assert container["NetworkConfiguration"] == {"AssignPublicIp": "ENABLED"}
+
+
+def test_only_platform_failures_are_retried_by_batch(template: Template) -> None:
+    _, job = only(template, "AWS::Batch::JobDefinition", JobDefinitionName="tessera-training")
+    strategy = job["Properties"]["RetryStrategy"]
+    assert strategy["Attempts"] > 1
+    *retries, last = strategy["EvaluateOnExit"]
+    assert all(r["Action"] == "RETRY" for r in retries)
+    assert last == {"Action": "EXIT", "OnExitCode": "*"}
+
+
+def test_the_job_security_group_admits_nothing_and_sends_only_https(template: Template) -> None:
+    _, group = only(
+        template,
+        "AWS::EC2::SecurityGroup",
+        GroupDescription="Training jobs: HTTPS out (ECR, S3, CloudWatch Logs), nothing in",
+    )
+    props = group["Properties"]
+    assert "SecurityGroupIngress" not in props
+    assert [(r["FromPort"], r["ToPort"]) for r in props["SecurityGroupEgress"]] == [(443, 443)]
+
+
+def test_no_nat_gateway_is_deployed(template: Template) -> None:
+    template.resource_count_is("AWS::EC2::NatGateway", 0)
+    template.resource_count_is("AWS::EC2::FlowLog", 1)
+
+
+def test_the_workflow_runs_the_job_and_waits_for_it(definition: dict[str, Any]) -> None:
+    train = _train_state(definition)
+    assert train["Parameters"]["Parameters"] == {"dataset.$": "$.dataset"}
+    environment = train["Parameters"]["ContainerOverrides"]["Environment"]
+    assert {"Name": "TESSERA_RUN_ID", "Value.$": "$$.Execution.Name"} in environment
+
+
+def test_the_workflow_retries_transient_batch_errors(definition: dict[str, Any]) -> None:
+    (retry,) = _train_state(definition)["Retry"]
+    assert "Batch.AWSBatchException" in retry["ErrorEquals"]
+    assert "States.ALL" not in retry["ErrorEquals"]
+    assert retry["MaxAttempts"] >= 2
+
+
+def test_every_task_reports_failure_through_the_fail_state(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    (fail_name,) = [name for name, s in states.items() if s["Type"] == "Fail"]
+    tasks = [s for s in states.values() if s["Type"] == "Task"]
+    assert len(tasks) == 2
+    for task in tasks:
+        assert {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": fail_name} in task[
+            "Catch"
+        ]
+    assert states[fail_name]["ErrorPath"] == "$.error.Error"
+    assert states[fail_name]["CausePath"] == "$.error.Cause"
+
+
+def test_the_workflow_defaults_the_dataset(definition: dict[str, Any]) -> None:
+    start = definition["States"][definition["StartAt"]]
+    assert start["Type"] == "Choice"
+    default = definition["States"][start["Default"]]
+    assert default["Result"] == {"dataset": PIPELINE.default_dataset}
+
+
+def test_the_workflow_is_logged_and_traced(template: Template) -> None:
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine").values()
+    props = machine["Properties"]
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_a_schedule_starts_training_when_one_is_configured(synthesized: Synthesized) -> None:
+    workflow_id = logical_id(synthesized.stack.training.state_machine)
+    (rule,) = [
+        r
+        for r in resources(synthesized.template, "AWS::Events::Rule").values()
+        if "ScheduleExpression" in r["Properties"]
+    ]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(7 days)"
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": workflow_id}
+    assert json.loads(target["Input"]) == {"dataset": PIPELINE.default_dataset}
+
+
+def test_without_a_schedule_nothing_starts_training_on_a_timer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    bare = synthesize(tmp_path_factory.mktemp("no-schedule"), {"tessera:bundle": False})
+    assert not [
+        r
+        for r in resources(bare.template, "AWS::Events::Rule").values()
+        if "ScheduleExpression" in r["Properties"]
+    ]
+    bare.template.resource_count_is("AWS::SNS::Subscription", 0)
+
+
+def test_the_training_image_is_a_docker_asset_built_at_deploy_time(
+    synthesized: Synthesized,
+) -> None:
+    manifest = json.loads((synthesized.outdir / "Tessera.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == TRAINING_DOCKERFILE
+    assert image["source"]["platform"] == "linux/amd64"
+    # Staged, not built: the build context is a copy of the repo without the heavy folders.
+    context = synthesized.outdir / image["source"]["directory"]
+    assert (context / TRAINING_DOCKERFILE).is_file()
+    assert not (context / ".venv").exists()
+    assert not (context / "node_modules").exists()
+
+
+def _any_list() -> Any:
+    from aws_cdk.assertions import Match
+
+    return Match.any_value()
