@@ -177,13 +177,19 @@ def _shifted_max(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
 
 
 def clean_ink(
-    ink: Gray, heights: NDArray[np.int64], widths: NDArray[np.int64], *, threshold: float
+    ink: Gray,
+    heights: NDArray[np.int64],
+    widths: NDArray[np.int64],
+    *,
+    threshold: float,
+    ruled: bool = True,
 ) -> tuple[Gray, NDArray[np.bool_]]:
     """Keep the symbol in each tile of a stack (n, h, w) of bright-on-black ink; drop the rest.
 
     Tile k's real size is heights[k] x widths[k] (stacks of uneven cells are zero-padded).
-    Dropped: specks, and pieces touching the cell edge that are small next to the tile's main
-    stroke or shaped like a ruled line (a neighbour's tail, a border the cut caught).
+    Dropped: specks; pieces touching the cell edge that are small next to the tile's main
+    stroke (a neighbour's tail); with `ruled`, thin long pieces along the cell's edge (what is
+    left of a ruled line after line removal, or a border the cut caught).
     Returns the cleaned stack and, per tile, whether any ink is left (False = empty cell).
     """
     n, height, width = ink.shape
@@ -204,18 +210,24 @@ def clean_ink(
     touches = (top == 0) | (parts.left == 0) | (bottom >= tile_h) | (parts.right >= tile_w)
     box_h = bottom - top
     box_w = parts.right - parts.left
-    line_like = ((box_h * 6 <= tile_h) & (box_w * 2 >= tile_w)) | (
-        (box_w * 6 <= tile_w) & (box_h * 2 >= tile_h)
+    middle_y = (top + bottom) / 2
+    middle_x = (parts.left + parts.right) / 2
+    near_edge_y = (middle_y * 5 <= tile_h) | (middle_y * 5 >= tile_h * 4)
+    near_edge_x = (middle_x * 5 <= tile_w) | (middle_x * 5 >= tile_w * 4)
+    # A ruled line's remnant is thin, long and hugs the edge; a "1" is thin and long too but
+    # stands near the middle of its cell.
+    line_like = ((box_h * 10 <= tile_h) & (box_w * 3 >= tile_w) & near_edge_y) | (
+        (box_w * 10 <= tile_w) & (box_h * 3 >= tile_h) & near_edge_x
     )
     speck = parts.area < np.maximum(2, cell_area * 0.0015)
-    candidate = ~speck & ~(touches & line_like)
+    candidate = ~speck & ~((touches | line_like) & line_like) if ruled else ~speck
     largest = np.zeros(n, dtype=np.int64)
     np.maximum.at(largest, tile_of[candidate], parts.area[candidate])
     main = largest[tile_of]
     keep = candidate & np.where(touches, parts.area * 3 >= main, parts.area * 20 >= main)
     kept_area = np.zeros(n, dtype=np.int64)
     np.add.at(kept_area, tile_of[keep], parts.area[keep])
-    present = kept_area >= np.maximum(3, heights * widths * 0.004)
+    present = kept_area >= np.maximum(3, heights * widths * 0.006)
     kept = parts.paint(keep, (n * (height + 1), width))
     kept = kept.reshape(n, height + 1, width)[:, :height]
     # Anti-aliased edges sit below the threshold: keep faint ink next to kept strokes.
