@@ -1,30 +1,49 @@
-"""Inference: the REST API in front of the champion ONNX model (onnxruntime only)."""
+"""Inference: the REST API in front of the champion ONNX model (onnxruntime only).
+
+    GET  /health    the function is up
+    GET  /models    models, versions, metrics, champion
+    POST /predict   label and top-k probabilities for an image, pixels or instances
+    POST /similar   the k nearest training examples by cosine similarity of embeddings
+
+The API is described in docs/openapi.yaml; every client mistake is a 4xx with a JSON error.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
+from collections import OrderedDict
 from http import HTTPStatus
 from typing import Any
 
-import numpy as np
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from numpy.typing import NDArray
 
-from tessera.config import PIPELINE, FunctionSettings
+from tessera.config import FunctionSettings
 from tessera.errors import InvalidInput
 from tessera.registry import ModelRegistry
-from tessera.requests import features_from_body, features_from_image_bytes
-from tessera.serving import ModelCache, ModelNotFound
-from tessera.sheets import validate_dataset_name
+from tessera.requests import (
+    DEFAULT_SIMILAR_K,
+    DEFAULT_TOP_K,
+    MAX_SIMILAR_INSTANCES,
+    PREDICT_OPTIONS,
+    SIMILAR_OPTIONS,
+    ApiRequest,
+    parse_request,
+)
+from tessera.serving import ModelCache, ModelCatalog, ModelNotFound, SimilarityUnavailable
 from tessera.storage import ObjectStore
 
 logger = Logger(service="inference")
 app = APIGatewayRestResolver()
-_caches: dict[str, ModelCache] = {}
-_IMAGE_TYPES = ("image/png", "image/jpeg")
+# Model names come from callers: keep a bounded number of registries (and their sessions).
+MAX_CACHED_MODELS = 8
+_caches: OrderedDict[str, ModelCache] = OrderedDict()
+_catalog: list[ModelCatalog] = []
+_STATUS_BY_CODE = {
+    "body_too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    "unsupported_media_type": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+}
 
 
 def _error(status: HTTPStatus, code: str, message: str) -> Response[str]:
@@ -37,12 +56,9 @@ def _error(status: HTTPStatus, code: str, message: str) -> Response[str]:
 
 @app.exception_handler(InvalidInput)
 def _invalid_input(error: InvalidInput) -> Response[str]:
-    status = (
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-        if error.code == "body_too_large"
-        else HTTPStatus.BAD_REQUEST
+    return _error(
+        _STATUS_BY_CODE.get(error.code, HTTPStatus.BAD_REQUEST), error.code, error.message
     )
-    return _error(status, error.code, error.message)
 
 
 @app.exception_handler(ModelNotFound)
@@ -50,58 +66,75 @@ def _model_not_found(error: ModelNotFound) -> Response[str]:
     return _error(HTTPStatus.NOT_FOUND, "model_not_found", str(error))
 
 
-def cache_for(name: str) -> ModelCache:
-    if name not in _caches:
-        settings = FunctionSettings.from_env()
-        registry = ModelRegistry(ObjectStore(bucket=settings.bucket), validate_dataset_name(name))
-        _caches[name] = ModelCache(registry=registry, ttl_seconds=settings.champion_ttl_seconds)
-    return _caches[name]
+@app.exception_handler(SimilarityUnavailable)
+def _similarity_unavailable(error: SimilarityUnavailable) -> Response[str]:
+    return _error(HTTPStatus.NOT_FOUND, "similarity_unavailable", str(error))
 
 
-def _request_body() -> tuple[NDArray[np.float32], dict[str, Any]]:
-    """The request as model input, plus its JSON options (model, version, top_k)."""
+@app.not_found
+def _no_route(_error_: Exception) -> Response[str]:
     event = app.current_event
-    raw = event.body or ""
-    if len(raw) > PIPELINE.limits.max_api_body_bytes:
-        raise InvalidInput(
-            "body_too_large", f"the body is over {PIPELINE.limits.max_api_body_bytes} bytes"
-        )
-    content_type = (event.headers or {}).get("content-type") or (event.headers or {}).get(
-        "Content-Type", ""
+    return _error(
+        HTTPStatus.NOT_FOUND,
+        "no_such_route",
+        f"there is no {event.http_method} {event.path}; see docs/openapi.yaml",
     )
-    if content_type.split(";")[0].strip().lower() in _IMAGE_TYPES:
-        data = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("latin-1")
-        options = dict(event.query_string_parameters or {})
-        return features_from_image_bytes(data)[np.newaxis, :], options
-    if event.is_base64_encoded:
-        raw = base64.b64decode(raw).decode("utf-8", errors="replace")
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise InvalidInput("invalid_json", f"the body is not valid JSON: {error.msg}") from None
-    features = features_from_body(body)
-    return features, body
 
 
-def _options(options: dict[str, Any]) -> tuple[str, str | None, int]:
-    name = options.get("model", FunctionSettings.from_env().model_name)
-    version = options.get("version")
-    top_k = options.get("top_k", 3)
-    if not isinstance(name, str):
-        raise InvalidInput("bad_request", "'model' must be a string")
-    if version is not None and not isinstance(version, str):
-        raise InvalidInput("bad_request", "'version' must be a string")
-    try:
-        top_k = int(top_k)
-    except (TypeError, ValueError):
-        raise InvalidInput("bad_request", "'top_k' must be an integer") from None
-    if not 1 <= top_k <= 100:
-        raise InvalidInput("bad_request", "'top_k' must be within 1..100")
-    try:
-        validate_dataset_name(name)
-    except InvalidInput as error:
-        raise InvalidInput("bad_request", error.message) from None
-    return name, version, top_k
+@app.exception_handler(Exception)
+def _internal_error(error: Exception) -> Response[str]:
+    # Only our own faults get here (client input is refused above): log it, say nothing of it.
+    logger.exception("unhandled error")
+    return _error(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the function failed; the request id is in the logs",
+    )
+
+
+def cache_for(name: str) -> ModelCache:
+    cache = _caches.get(name)
+    if cache is None:
+        settings = FunctionSettings.from_env()
+        registry = ModelRegistry(ObjectStore(bucket=settings.bucket), name)
+        cache = ModelCache(registry=registry, ttl_seconds=settings.champion_ttl_seconds)
+        _caches[name] = cache
+        while len(_caches) > MAX_CACHED_MODELS:
+            _caches.popitem(last=False)
+    return cache
+
+
+def catalog() -> ModelCatalog:
+    if not _catalog:
+        settings = FunctionSettings.from_env()
+        _catalog.append(
+            ModelCatalog(
+                store=ObjectStore(bucket=settings.bucket), ttl_seconds=settings.champion_ttl_seconds
+            )
+        )
+    return _catalog[0]
+
+
+def _parse(options: frozenset[str], default_k: int, max_instances: int | None = None) -> ApiRequest:
+    event = app.current_event
+    headers = event.headers or {}
+    content_type = next(
+        (value for name, value in headers.items() if name.lower() == "content-type"), ""
+    )
+    extra = {} if max_instances is None else {"max_instances": max_instances}
+    return parse_request(
+        body=event.body,
+        is_base64=bool(event.is_base64_encoded),
+        content_type=content_type or "",
+        query=event.query_string_parameters,
+        options=options,
+        default_k=default_k,
+        **extra,
+    )
+
+
+def _model_name(request: ApiRequest) -> str:
+    return request.model or FunctionSettings.from_env().model_name
 
 
 @app.get("/health")
@@ -109,13 +142,43 @@ def health() -> dict[str, Any]:
     return {"status": "ok"}
 
 
+@app.get("/models")
+def models() -> dict[str, Any]:
+    return catalog().describe()
+
+
 @app.post("/predict")
 def predict() -> dict[str, Any]:
-    features, options = _request_body()
-    name, version, top_k = _options(options)
-    model = cache_for(name).get(version)
-    predictions = model.predict(features, top_k=top_k)
-    return {"model": model.name, "version": model.version, "predictions": predictions}
+    request = _parse(PREDICT_OPTIONS, DEFAULT_TOP_K)
+    model = cache_for(_model_name(request)).get(request.version)
+    predictions = model.predict(request.features, top_k=request.k)
+    answer: dict[str, Any] = {"model": model.name, "version": model.version}
+    if request.single:
+        answer.update(predictions[0])
+    answer["predictions"] = predictions
+    return answer
+
+
+@app.post("/similar")
+def similar() -> dict[str, Any]:
+    request = _parse(SIMILAR_OPTIONS, DEFAULT_SIMILAR_K, MAX_SIMILAR_INSTANCES)
+    model, index = cache_for(_model_name(request)).similarity(request.version)
+    probabilities, embeddings = model.probabilities_and_embedding(request.features)
+    predictions = model.describe(probabilities, top_k=1)
+    neighbours = index.nearest(embeddings, k=request.k)
+    results = [
+        {
+            "label": prediction["label"],
+            "confidence": prediction["confidence"],
+            "neighbours": [neighbour.as_dict() for neighbour in found],
+        }
+        for prediction, found in zip(predictions, neighbours, strict=True)
+    ]
+    answer: dict[str, Any] = {"model": model.name, "version": model.version, "k": request.k}
+    if request.single:
+        answer.update(results[0])
+    answer["results"] = results
+    return answer
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")

@@ -15,10 +15,11 @@ import numpy as np
 
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
-from tessera.imaging import decode_image, normalize_tile, split_sheet
+from tessera.imaging import Gray, decode_image, normalize_tile, split_sheet
 from tessera.ingest import Outcome
 from tessera.registry import ModelRegistry
-from tessera.serving import ModelCache, ModelNotFound
+from tessera.requests import model_input
+from tessera.serving import ModelCache, ModelNotFound, OnnxClassifier
 from tessera.sheets import check_metadata_keys, grid_for, square_from, validate_dataset_name
 from tessera.storage import ObjectStore
 
@@ -63,16 +64,9 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
         reason = store.quarantine(key, invalid, stage="batch_predict", etag=sheet.etag)
         return Outcome(key, "quarantined", {"reason_key": reason, **invalid.as_dict()})
 
-    normalized = [normalize_tile(tile.pixels) for tile in tiles]
-    inked = [i for i, pixels in enumerate(normalized) if pixels is not None]
-    predictions: dict[int, dict[str, Any]] = {}
-    if inked:
-        batch = np.stack([normalized[i].reshape(-1) for i in inked])  # type: ignore[union-attr]
-        for index, prediction in zip(inked, model.predict(batch), strict=True):
-            predictions[index] = prediction
+    predictions = predict_tiles(model, [tile.pixels for tile in tiles])
     cells = []
-    for index, tile in enumerate(tiles):
-        prediction = predictions.get(index)
+    for tile, prediction in zip(tiles, predictions, strict=True):
         cells.append(
             {
                 "row": tile.row,
@@ -80,6 +74,7 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
                 "empty": prediction is None,
                 "label": prediction["label"] if prediction else None,
                 "confidence": prediction["confidence"] if prediction else None,
+                "top": prediction["top"] if prediction else [],
             }
         )
     document = {
@@ -90,6 +85,9 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
         "rows": rows,
         "cols": cols,
         "grid": [[cells[r * cols + c]["label"] for c in range(cols)] for r in range(rows)],
+        "confidence": [
+            [cells[r * cols + c]["confidence"] for c in range(cols)] for r in range(rows)
+        ],
         "cells": cells,
     }
     target = PIPELINE.prefixes.predictions + key
@@ -98,13 +96,32 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
     return Outcome(
         key,
         "predicted",
-        {"prediction_key": target + ".json", "cells": len(cells), "empty": len(cells) - len(inked)},
+        {"prediction_key": target + ".json", "cells": len(cells), "empty": predictions.count(None)},
     )
+
+
+def predict_tiles(
+    model: OnnxClassifier, tiles: list[Gray], *, top_k: int = 3
+) -> list[dict[str, Any] | None]:
+    """Every tile normalized the way Vectorize does it, and all inked ones classified in one
+    model call; None for a tile without ink."""
+    normalized = [normalize_tile(pixels) for pixels in tiles]
+    inked = [i for i, pixels in enumerate(normalized) if pixels is not None]
+    results: list[dict[str, Any] | None] = [None] * len(tiles)
+    if inked:
+        batch = np.stack([model_input(normalized[i]) for i in inked])  # type: ignore[arg-type]
+        for index, prediction in zip(inked, model.predict(batch, top_k=top_k), strict=True):
+            results[index] = prediction
+    return results
 
 
 def _csv(cells: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["row", "col", "empty", "label", "confidence"])
+    writer = csv.DictWriter(
+        buffer,
+        fieldnames=["row", "col", "empty", "label", "confidence"],
+        extrasaction="ignore",
+    )
     writer.writeheader()
     writer.writerows(cells)
     return buffer.getvalue()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tessera.errors import InvalidInput
-from tessera.imaging import decode_image, normalize_tile
+from tessera.imaging import decode_image, normalize_tile, to_vector
 from tessera.local.samples import render_sheet
 from tessera.requests import features_from_body
 
@@ -23,7 +23,8 @@ def test_an_image_goes_through_the_same_normalization_as_vectorize(digits) -> No
     x = features_from_body({"image": base64.b64encode(png).decode()})
     expected = normalize_tile(decode_image(png))
     assert expected is not None
-    assert np.array_equal(x[0], expected.reshape(-1))
+    # Serving quantizes to the 0..255 bytes Vectorize stores, then scales like training does.
+    assert np.array_equal(x[0], to_vector(expected).astype(np.float32) / np.float32(255.0))
 
 
 def test_instances_make_a_batch() -> None:

@@ -1,0 +1,142 @@
+"""Fixtures for the inference tests: a small digits model with an `embedding` output, put in a
+moto bucket as the champion with its embeddings.npz, and a way to call the real handler with
+the proxy event API Gateway (or the local API) sends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from functions.inference import handler as inference
+from tessera.local.api import proxy_event
+from tessera.local.pump import LocalLambdaContext
+from tessera.registry import ModelRegistry
+from tessera.similarity import EMBEDDINGS_FILE
+from tessera.storage import ObjectStore
+from tests.inference.model_builder import (
+    TrainedDigits,
+    embeddings_npz,
+    hidden_layer,
+    mlp_to_onnx,
+    train_digits,
+)
+
+MODEL = "digits"
+VERSION = "20250101T000000Z-aaaaaa01"
+NEXT_VERSION = "20250102T000000Z-bbbbbb02"
+
+
+def source_key(index: int) -> str:
+    return f"tiles/digits/sheet0001/r{index // 10:03d}-c{index % 10:03d}.png"
+
+
+@dataclass(frozen=True)
+class Served:
+    store: ObjectStore
+    registry: ModelRegistry
+    trained: TrainedDigits
+    model: bytes
+
+
+@pytest.fixture(scope="session")
+def trained() -> TrainedDigits:
+    return train_digits()
+
+
+@pytest.fixture(scope="session")
+def model_bytes(trained: TrainedDigits) -> bytes:
+    return mlp_to_onnx(trained.mlp, trained.classes)
+
+
+def put_version(
+    registry: ModelRegistry,
+    version: str,
+    trained: TrainedDigits,
+    *,
+    model: bytes,
+    with_index: bool = True,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    registry.put_artifact(version, "model.onnx", model, "application/octet-stream")
+    registry.put_artifact(
+        version,
+        "metrics.json",
+        json.dumps(metrics or {"accuracy": 0.9}).encode(),
+        "application/json",
+    )
+    if with_index:
+        sources = [source_key(i) for i in range(len(trained.labels))]
+        npz = embeddings_npz(hidden_layer(trained.mlp, trained.x), trained.labels, sources)
+        registry.put_artifact(version, EMBEDDINGS_FILE, npz, "application/octet-stream")
+
+
+@pytest.fixture
+def fresh_handler() -> Iterator[None]:
+    """The handler's caches live for the process (as in Lambda); each test starts cold."""
+    inference._caches.clear()
+    inference._catalog.clear()
+    yield
+    inference._caches.clear()
+    inference._catalog.clear()
+
+
+@pytest.fixture
+def served(
+    store: ObjectStore, trained: TrainedDigits, model_bytes: bytes, fresh_handler: None
+) -> Served:
+    registry = ModelRegistry(store, MODEL)
+    put_version(registry, VERSION, trained, model=model_bytes)
+    registry.promote(VERSION, accuracy=0.9, evaluation={})
+    return Served(store=store, registry=registry, trained=trained, model=model_bytes)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+Call = Callable[..., Reply]
+
+
+def call_handler(
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+) -> Reply:
+    """One request through the deployed handler, in the event shape of the REST proxy."""
+    data = (
+        body if body is not None else (b"" if json_body is None else json.dumps(json_body).encode())
+    )
+    event = proxy_event(
+        method=method,
+        target=path,
+        headers={"content-type": content_type} if data else {},
+        body=data,
+        source_ip="127.0.0.1",
+    )
+    response = inference.lambda_handler(event, LocalLambdaContext(function_name="inference"))
+    headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers[name.lower()] = ",".join(values)
+    return Reply(
+        status=int(response["statusCode"]), body=json.loads(response["body"]), headers=headers
+    )
+
+
+@pytest.fixture
+def call() -> Call:
+    return call_handler
+
+
+def probabilities_of(trained: TrainedDigits, x: np.ndarray) -> np.ndarray:
+    return np.asarray(trained.mlp.predict_proba(x), dtype=np.float32)
