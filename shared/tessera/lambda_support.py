@@ -57,8 +57,10 @@ def s3_queue_handler(step: Step, *, service: str) -> Handler:
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
+        return dict(
+            process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
         )
 
     return lambda_handler

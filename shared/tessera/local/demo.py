@@ -48,7 +48,7 @@ def _glyphs(mnist_dir: Path | None, limit: int) -> Glyphs:
 def training_sheets(glyphs: Glyphs, dataset: str) -> list[tuple[str, bytes, dict[str, str], int]]:
     """(key, png, metadata, cells) for every training sheet: one label per sheet under the key
     convention, plus one mixed sheet labelled row by row through metadata."""
-    sheets = []
+    sheets: list[tuple[str, bytes, dict[str, str], int]] = []
     labels = sorted(set(glyphs.labels.tolist()))
     mixed_rows = []
     per_sheet = COLS * ROWS_PER_SHEET

@@ -55,7 +55,7 @@ class LocalRuntime:
     def aws_endpoint(self) -> str:
         assert self._moto is not None, "the runtime is not started"
         host, port = self._moto._server.server_address[:2]  # type: ignore[union-attr]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def api_url(self) -> str:

@@ -1,0 +1,54 @@
+# Everything a fresh machine needs goes through the .venv stamp, so `make demo` and `make test`
+# are the only two commands a newcomer types.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck synth check bench-training bench-inference bench-sheets eval-sheets clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[training,infra,dev]"
+	touch $(STAMP)
+
+## The main job: the whole pipeline once on the local embedded runtime (moto), one JSON line out.
+demo: $(STAMP)
+	$(BIN)/tessera demo
+
+## The tests: unit, integration (moto), infra (CDK assertions) and end-to-end.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy shared/tessera functions training
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## cdk synth with real local bundling, cdk-nag and cfn-lint (no Docker needed).
+synth: $(STAMP) node_modules/.installed
+	bash infra/check.sh
+
+check: lint test synth
+
+bench-training: $(STAMP)
+	$(BIN)/tessera bench training
+
+bench-inference: $(STAMP)
+	$(BIN)/tessera bench inference
+
+bench-sheets: $(STAMP)
+	$(BIN)/tessera bench sheets
+
+eval-sheets: $(STAMP)
+	$(BIN)/tessera eval sheets
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out build .pytest_cache .mypy_cache .ruff_cache
