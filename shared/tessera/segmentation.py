@@ -233,34 +233,52 @@ def _long_runs(mask: Mask, length: int) -> Mask:
 @dataclass(frozen=True)
 class _Lines:
     centres: list[float]
-    bands: list[tuple[int, int]]
+    # Where each line's pixels lie: (first row, end row, first column, end column) per strip.
+    bands: list[tuple[int, int, int, int]]
 
 
-def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
-    """Ruled lines along one axis: bands of rows where long runs add up to a good part of the
-    page's width."""
-    profile = runs.sum(axis=1).astype(np.float64)
+def _line_positions(runs: Mask, *, min_fraction: float, strips: int = 6) -> _Lines:
+    """Ruled lines along one axis: rows where long runs cover a good part of the page's width.
+
+    Coverage is measured in vertical strips and the strips' findings are chained, so a line
+    that keystone perspective leaves tilted (differently at the top and bottom of a photo) is
+    still found as one line.
+    """
     # A line a little off level spreads over a few rows: count the columns it covers within a
     # seven-row window. Strokes of symbols cover only their own cells' width, a line the page's.
     window = runs.copy()
     for shift in (1, 2, 3):
         window[shift:] |= runs[:-shift]
         window[:-shift] |= runs[shift:]
-    smooth = window.sum(axis=1).astype(np.float64)
     extent_cols = np.flatnonzero(runs.any(axis=0))
     if extent_cols.size == 0:
         return _Lines([], [])
-    span = extent_cols[-1] - extent_cols[0] + 1
-    strong = smooth >= span * min_fraction
-    centres: list[float] = []
-    bands: list[tuple[int, int]] = []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], strong.astype(np.int8), [0]])))
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
-        weights = profile[start:end]
-        if weights.sum() <= 0:
+    bounds = np.linspace(extent_cols[0], extent_cols[-1] + 1, strips + 1).round().astype(int)
+    found: list[tuple[float, int, int, int]] = []  # centre, strip, band start, band end
+    for strip in range(strips):
+        left, right = int(bounds[strip]), int(bounds[strip + 1])
+        if right <= left:
             continue
-        centres.append(float((weights * np.arange(start, end)).sum() / weights.sum()))
-        bands.append((int(start), int(end)))
+        coverage = window[:, left:right].sum(axis=1)
+        strong = coverage >= (right - left) * min_fraction
+        profile = runs[:, left:right].sum(axis=1).astype(np.float64)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], strong.astype(np.int8), [0]])))
+        for start, end in zip(edges[::2], edges[1::2], strict=True):
+            weights = profile[start:end]
+            if weights.sum() > 0:
+                centre = float((weights * np.arange(start, end)).sum() / weights.sum())
+                found.append((centre, strip, int(start), int(end)))
+    found.sort()
+    centres: list[float] = []
+    bands: list[tuple[int, int, int, int]] = []
+    chain: list[tuple[float, int, int, int]] = []
+    for item in [*found, (float("inf"), -1, 0, 0)]:
+        if chain and item[0] - chain[-1][0] > 6.0:
+            if len({member[1] for member in chain}) * 2 > strips:
+                centres.append(float(np.mean([member[0] for member in chain])))
+                bands.extend((m[2], m[3], int(bounds[m[1]]), int(bounds[m[1] + 1])) for m in chain)
+            chain = []
+        chain.append(item)
     return _Lines(centres, bands)
 
 
@@ -309,6 +327,11 @@ def _edges_from_lines(centres: list[float], size: int, ink_profile: NDArray[np.f
     return np.rint(edges).astype(np.int64)
 
 
+def _strength(runs: Mask, centre: float) -> float:
+    row = round(centre)
+    return float(runs[max(0, row - 3) : row + 4].sum())
+
+
 def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
     """Row and column edges from ruled lines, and the mask of line pixels to erase."""
     height, width = mask.shape
@@ -317,8 +340,8 @@ def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
     vertical = _long_runs(mask.T, length).T
     across = _line_positions(horizontal, min_fraction=0.5)
     down = _line_positions(vertical.T, min_fraction=0.5)
-    strength_h = [float(horizontal[a:b].sum()) for a, b in across.bands]
-    strength_v = [float(vertical[:, a:b].sum()) for a, b in down.bands]
+    strength_h = [_strength(horizontal, c) for c in across.centres]
+    strength_v = [_strength(vertical.T, c) for c in down.centres]
     row_lines = _regular(across.centres, strength_h)
     col_lines = _regular(down.centres, strength_v)
     if len(row_lines) < 2 or len(col_lines) < 2:
@@ -328,10 +351,12 @@ def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
     row_edges = _edges_from_lines(row_lines, height, ink_rows)
     col_edges = _edges_from_lines(col_lines, width, ink_cols)
     line_pixels = np.zeros_like(mask)
-    for start, end in across.bands:
-        line_pixels[max(0, start - 1) : end + 1] |= horizontal[max(0, start - 1) : end + 1]
-    for start, end in down.bands:
-        line_pixels[:, max(0, start - 1) : end + 1] |= vertical[:, max(0, start - 1) : end + 1]
+    for top, bottom, left, right in across.bands:
+        area = np.s_[max(0, top - 1) : bottom + 1, left:right]
+        line_pixels[area] |= horizontal[area]
+    for top, bottom, left, right in down.bands:
+        area = np.s_[left:right, max(0, top - 1) : bottom + 1]
+        line_pixels[area] |= vertical[area]
     return row_edges, col_edges, line_pixels
 
 
