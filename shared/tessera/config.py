@@ -79,6 +79,8 @@ class PipelineConfig:
     queues: tuple[QueueSpec, ...] = ()
     routes: tuple[Route, ...] = ()
     champion_ttl_seconds: int = 30
+    # Request bodies API Gateway passes base64-encoded (everything else arrives as text).
+    binary_media_types: tuple[str, ...] = ("image/png", "image/jpeg", "application/octet-stream")
 
     def queue_for(self, function: str) -> QueueSpec:
         for queue in self.queues:

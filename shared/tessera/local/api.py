@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tessera.config import PIPELINE
 from tessera.local.pump import LocalLambdaContext
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 Route = Callable[[dict[str, Any]], dict[str, Any]]
-_TEXT_TYPES = ("application/json", "text/")
 # API Gateway's own payload limit; a larger request never reaches the function.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 
@@ -28,8 +28,8 @@ def proxy_event(
 ) -> dict[str, Any]:
     parts = urlsplit(target)
     query = parse_qs(parts.query, keep_blank_values=True)
-    content_type = headers.get("content-type", "")
-    is_text = not body or any(content_type.startswith(t) for t in _TEXT_TYPES)
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    is_text = content_type not in PIPELINE.binary_media_types
     request_id = str(uuid.uuid4())
     return {
         "resource": "/{proxy+}",
