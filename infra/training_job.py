@@ -21,9 +21,9 @@ from constructs import Construct
 from infra.access import bucket_arn_placeholder, wildcard_resource_ack
 from infra.bundling import REPO_ROOT
 from tessera.config import PIPELINE
-from tessera.registry import CHAMPION_FILE
 
 TRAINING_DOCKERFILE = "training/Dockerfile"
+RUN_STATUS_FILE = "status.json"  # training/train.py: runs/<run id>/status.json
 # Kept out of the Docker build context (and out of the asset hash computed at synth).
 BUILD_CONTEXT_EXCLUDES = [
     ".git",
@@ -61,8 +61,9 @@ class Training(Construct):
 
     The workflow runs the job and waits for it. The job trains, evaluates the candidate and the
     current champion on the same held-out rows, and promotes the candidate when it is at least as
-    accurate (training/train.py). The workflow then reads the resulting champion pointer into its
-    output, so `describe-execution` reports which model serves. Batch API hiccups are retried by
+    accurate (training/train.py). The workflow then reads the run's report (runs/<execution
+    name>/status.json: version, accuracy, promoted) into its output and ends in NewChampion or
+    ChampionKept, so `describe-execution` says what the run did. Batch API hiccups are retried by
     the workflow and failures to start a container by the job definition; anything else fails
     the execution with the error and its cause, which monitoring turns into an e-mail.
     """
@@ -163,7 +164,7 @@ class Training(Construct):
             fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
             assign_public_ip=True,
             command=["python", "-m", "training.train", "--dataset", "Ref::dataset"],
-            environment=dict(environment),
+            environment={**environment, "TESSERA_JOBS": str(JOB_VCPUS)},
             job_role=self.job_role,
             logging=ecs.LogDriver.aws_logs(stream_prefix="training", log_group=self.job_logs),
             readonly_root_filesystem=False,
@@ -230,32 +231,34 @@ class Training(Construct):
         )
         train.add_catch(failed, result_path="$.error")
 
-        read_champion = tasks.CallAwsService(
+        # training/train.py records each run in runs/<run id>/status.json; the run id is the
+        # execution name (TESSERA_RUN_ID), so the workflow knows where to read the outcome.
+        read_report = tasks.CallAwsService(
             self,
-            "ReadChampion",
+            "ReadRunReport",
             service="s3",
             action="getObject",
             parameters={
                 "Bucket": bucket.bucket_name,
                 "Key": sfn.JsonPath.format(
-                    f"{PIPELINE.prefixes.models}{{}}/{CHAMPION_FILE}",
-                    sfn.JsonPath.string_at("$.dataset"),
+                    f"{PIPELINE.prefixes.runs}{{}}/{RUN_STATUS_FILE}",
+                    sfn.JsonPath.string_at("$$.Execution.Name"),
                 ),
             },
             iam_action="s3:GetObject",
-            iam_resources=[bucket.arn_for_objects(f"{PIPELINE.prefixes.models}*")],
+            iam_resources=[bucket.arn_for_objects(f"{PIPELINE.prefixes.runs}*")],
             result_selector={
-                "pointer": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))
+                "report": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))
             },
-            result_path="$.champion",
+            result_path="$.run",
         )
-        read_champion.add_retry(
+        read_report.add_retry(
             errors=["S3.S3Exception", "S3.SdkClientException"],
             interval=Duration.seconds(5),
             max_attempts=3,
             backoff_rate=2,
         )
-        read_champion.add_catch(failed, result_path="$.error")
+        read_report.add_catch(failed, result_path="$.error")
 
         use_default = sfn.Pass(
             self,
@@ -267,7 +270,15 @@ class Training(Construct):
             .when(sfn.Condition.is_present("$.dataset"), train)
             .otherwise(use_default.next(train))
         )
-        train.next(read_champion).next(sfn.Succeed(self, "Trained"))
+        outcome = (
+            sfn.Choice(self, "Promoted")
+            .when(
+                sfn.Condition.boolean_equals("$.run.report.promoted", True),
+                sfn.Succeed(self, "NewChampion", comment="the candidate now serves"),
+            )
+            .otherwise(sfn.Succeed(self, "ChampionKept", comment="the champion was more accurate"))
+        )
+        train.next(read_report).next(outcome)
 
         logs_group = logs.LogGroup(
             self,
@@ -293,9 +304,9 @@ class Training(Construct):
                 "support no resource-level permissions.",
             ),
             (
-                f"{bucket_arn_placeholder(bucket)}/{PIPELINE.prefixes.models}*",
-                "The workflow reads models/<dataset>/champion.json; the dataset is named at "
-                "run time.",
+                f"{bucket_arn_placeholder(bucket)}/{PIPELINE.prefixes.runs}*",
+                "The workflow reads runs/<execution name>/status.json; the name is known only "
+                "at run time.",
             ),
             (
                 "arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job-definition/*",

@@ -10,7 +10,7 @@ from aws_cdk.assertions import Template
 from conftest import Synthesized, synthesize
 from infra_template_tools import logical_id, only, resources, state_machine_definition
 
-from infra.training_job import TRAINING_DOCKERFILE
+from infra.training_job import JOB_VCPUS, TRAINING_DOCKERFILE
 from tessera.config import PIPELINE
 
 
@@ -104,6 +104,35 @@ def test_every_task_reports_failure_through_the_fail_state(definition: dict[str,
         ]
     assert states[fail_name]["ErrorPath"] == "$.error.Error"
     assert states[fail_name]["CausePath"] == "$.error.Cause"
+
+
+def test_the_workflow_reads_the_run_report_and_ends_by_the_promotion_outcome(
+    definition: dict[str, Any],
+) -> None:
+    # GIVEN the state after the training job
+    states = definition["States"]
+    report = states[_train_state(definition)["Next"]]
+    # THEN it reads runs/<execution name>/status.json, which the job writes (TESSERA_RUN_ID)
+    assert report["Resource"].endswith(":states:::aws-sdk:s3:getObject")
+    assert report["Parameters"]["Key.$"] == (
+        f"States.Format('{PIPELINE.prefixes.runs}{{}}/status.json', $$.Execution.Name)"
+    )
+    # AND the outcome branches on the job's promotion decision
+    outcome = states[report["Next"]]
+    (promoted,) = outcome["Choices"]
+    assert promoted["Variable"] == "$.run.report.promoted"
+    assert promoted["BooleanEquals"] is True
+    assert states[promoted["Next"]]["Type"] == "Succeed"
+    assert states[outcome["Default"]]["Type"] == "Succeed"
+
+
+def test_the_job_gets_the_bucket_and_uses_every_vcpu(template: Template) -> None:
+    _, job = only(template, "AWS::Batch::JobDefinition", JobDefinitionName="tessera-training")
+    environment = {
+        e["Name"]: e["Value"] for e in job["Properties"]["ContainerProperties"]["Environment"]
+    }
+    assert "TESSERA_BUCKET" in environment
+    assert environment["TESSERA_JOBS"] == str(JOB_VCPUS)
 
 
 def test_the_workflow_defaults_the_dataset(definition: dict[str, Any]) -> None:
