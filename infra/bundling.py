@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
@@ -166,8 +166,13 @@ def function_code(*, function: str, requirements: Path, with_dependencies: bool)
         bundling=BundlingOptions(
             # Never pulled: the local bundler always succeeds, so Docker is never asked for.
             image=DockerImage.from_registry("local-bundling-only"),
-            local=FunctionBundler(
-                function=function, requirements=requirements if with_dependencies else None
+            # jsii calls try_bundle(output_dir, options) positionally, unlike the generated
+            # keyword-only protocol; hence the cast.
+            local=cast(
+                ILocalBundling,
+                FunctionBundler(
+                    function=function, requirements=requirements if with_dependencies else None
+                ),
             ),
         ),
     )

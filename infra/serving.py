@@ -84,8 +84,10 @@ class Serving(Construct):
             description="Tessera: predictions from the champion model, and training on demand",
             binary_media_types=BINARY_MEDIA_TYPES,
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # Execution logs need the account-wide API Gateway CloudWatch role. It is retained on
+            # delete: other APIs in the account may log through the same account setting.
             cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE_NAME,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Acknowledgment, Annotations, CfnOutput, Stack, Validations
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.access import grant_prefixes
@@ -103,7 +104,7 @@ class TesseraStack(Stack):
 
         # Who may touch which prefix: each stage reads its input and writes only its outputs
         # (and quarantine/), never under a prefix that would trigger itself.
-        grants = (
+        grants: tuple[tuple[iam.IRole, list[str], list[str]], ...] = (
             (
                 self.ingest.split.handler.role,
                 [prefixes.incoming_train],
