@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
+from moto import mock_aws
 
 from functions.inference import handler as inference
 from tessera.local.api import proxy_event
@@ -18,6 +20,7 @@ from tessera.local.pump import LocalLambdaContext
 from tessera.registry import ModelRegistry
 from tessera.similarity import EMBEDDINGS_FILE
 from tessera.storage import ObjectStore
+from tests.conftest import AWS_TEST_ENV, BUCKET
 from tests.inference.model_builder import (
     TrainedDigits,
     embeddings_npz,
@@ -85,14 +88,34 @@ def fresh_handler() -> Iterator[None]:
     inference._catalog.clear()
 
 
+def _serve(store: ObjectStore, trained: TrainedDigits, model: bytes) -> Served:
+    registry = ModelRegistry(store, MODEL)
+    put_version(registry, VERSION, trained, model=model)
+    registry.promote(VERSION, accuracy=0.9, evaluation={})
+    return Served(store=store, registry=registry, trained=trained, model=model)
+
+
 @pytest.fixture
 def served(
     store: ObjectStore, trained: TrainedDigits, model_bytes: bytes, fresh_handler: None
 ) -> Served:
-    registry = ModelRegistry(store, MODEL)
-    put_version(registry, VERSION, trained, model=model_bytes)
-    registry.promote(VERSION, accuracy=0.9, evaluation={})
-    return Served(store=store, registry=registry, trained=trained, model=model_bytes)
+    return _serve(store, trained, model_bytes)
+
+
+@pytest.fixture(scope="module")
+def served_once(trained: TrainedDigits, model_bytes: bytes) -> Iterator[Served]:
+    """One bucket with the champion for a whole module of tests that only read it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in AWS_TEST_ENV.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            inference._caches.clear()
+            inference._catalog.clear()
+            yield _serve(ObjectStore(bucket=BUCKET), trained, model_bytes)
+            inference._caches.clear()
+            inference._catalog.clear()
 
 
 @dataclass(frozen=True)

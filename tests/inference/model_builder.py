@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
 
 from tessera.imaging import normalize_tile, to_vector
 from tessera.local.samples import sklearn_digits
@@ -53,8 +56,11 @@ def model_inputs(tiles: NDArray[np.float32]) -> NDArray[np.float32]:
 def train_digits(count: int = 600, *, seed: int = 0) -> TrainedDigits:
     tiles, labels = digit_tiles(count)
     x = model_inputs(tiles)
-    mlp = MLPClassifier(hidden_layer_sizes=(HIDDEN,), max_iter=300, random_state=seed)
-    mlp.fit(x, labels)
+    mlp = MLPClassifier(hidden_layer_sizes=(HIDDEN,), max_iter=150, random_state=seed)
+    # One BLAS thread: on a shared machine, threads fighting for cores make the fit 10x slower.
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(x, labels)
     return TrainedDigits(
         mlp=mlp, x=x, labels=labels, tiles=tiles, classes=[str(c) for c in mlp.classes_]
     )

@@ -1,0 +1,61 @@
+"""Batch predictions: a sheet under incoming/predict/ becomes predictions/<key>.json and .csv,
+through the same handler and event shape the deployed function gets from SQS."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from functions.batch_predict.handler import lambda_handler as batch_handler
+from tessera.batch import predict_tiles
+from tessera.imaging import decode_image, split_sheet
+from tessera.local.pump import LocalLambdaContext
+from tessera.local.samples import Glyphs, render_sheet
+from tessera.serving import ModelCache
+from tests.conftest import BUCKET, batch_of, sqs_event_for
+from tests.inference.conftest import MODEL, VERSION, Served
+
+CONTEXT = LocalLambdaContext(function_name="batch_predict")
+
+
+def test_a_sheet_becomes_a_grid_of_labels_in_json_and_csv(served: Served, digits: Glyphs) -> None:
+    # GIVEN a 2x5 sheet of digits with one blank cell, dropped under incoming/predict/digits/
+    ink = digits.ink[:10].copy()
+    ink[7] = 0.0
+    sheet = render_sheet(ink, cols=5)
+    key = "incoming/predict/digits/holdout-2x5.png"
+    served.store.put(key, sheet, content_type="image/png")
+
+    # WHEN the batch-predict function receives its S3 notification through SQS
+    result = batch_handler(batch_of(sqs_event_for(BUCKET, key)), CONTEXT)
+
+    # THEN the grid of labels and confidences lands beside the key under predictions/
+    assert result == {"batchItemFailures": []}
+    document = json.loads(served.store.get(f"predictions/{key}.json").body)
+    assert (document["model"], document["version"]) == (MODEL, VERSION)
+    assert (document["rows"], document["cols"], len(document["cells"])) == (2, 5, 10)
+    model = ModelCache(registry=served.registry, ttl_seconds=30).get()
+    tiles = split_sheet(decode_image(sheet), 2, 5)
+    expected = predict_tiles(model, [tile.pixels for tile in tiles])
+    labels = [cell["label"] for cell in document["cells"]]
+    assert labels == [p["label"] if p else None for p in expected]
+    assert labels[7] is None and document["cells"][7]["empty"] is True
+    assert document["grid"][1][2] is None and document["grid"][0] == labels[:5]
+    assert 0 < document["confidence"][0][0] <= 1
+    rows = list(
+        csv.DictReader(io.StringIO(served.store.get(f"predictions/{key}.csv").body.decode()))
+    )
+    assert [row["label"] for row in rows] == [label or "" for label in labels]
+    assert rows[3]["row"] == "0" and rows[3]["col"] == "3"
+
+
+def test_a_sheet_for_an_unknown_model_is_quarantined_with_its_reason(
+    served: Served, digits: Glyphs
+) -> None:
+    key = "incoming/predict/letters/sheet-1x1.png"
+    served.store.put(key, render_sheet(digits.ink[:1], cols=1))
+    assert batch_handler(batch_of(sqs_event_for(BUCKET, key)), CONTEXT) == {"batchItemFailures": []}
+    reason = json.loads(served.store.get(f"quarantine/{key}.reason.json").body)
+    assert reason["code"] == "model_not_found" and "letters" in reason["message"]
+    assert served.store.head(f"predictions/{key}.json") is None
