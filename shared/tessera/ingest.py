@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tessera.config import PIPELINE
-from tessera.dataset import Row, write_row
+from tessera.dataset import Row, dataset_prefix, write_row
 from tessera.errors import InvalidInput
-from tessera.imaging import decode_image, encode_png, normalize_tile, split_sheet, to_vector
+from tessera.imaging import decode_image, encode_png, normalize_tile, to_vector
+from tessera.segmentation import cut_sheet
 from tessera.sheets import sheet_spec_from, validate_label
 from tessera.storage import ObjectStore, decode_metadata, encode_metadata
 
@@ -47,13 +48,16 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
     try:
         spec = sheet_spec_from(key, sheet.etag, sheet.metadata)
         image = decode_image(sheet.body)
-        tiles = split_sheet(image, spec.rows, spec.cols, square=spec.square)
+        cutting = cut_sheet(image, spec.rows, spec.cols, square=spec.square)
+        spec = spec.with_grid(cutting.rows, cutting.cols)
     except InvalidInput as error:
         reason = store.quarantine(key, error, stage="split", etag=sheet.etag)
         return Outcome(key, "quarantined", {"reason_key": reason, **error.as_dict()})
 
     prefix = f"{PIPELINE.prefixes.tiles}{spec.dataset}/{spec.sheet_id}/"
-    for tile in tiles:
+    # Tiles hold the cleaned cell (ink bright on black, ruled lines gone); empty cells are
+    # reported in the manifest and never become tiles, so they never become dataset rows.
+    for tile in cutting.inked:
         store.put(
             f"{prefix}r{tile.row:03d}-c{tile.col:03d}.png",
             encode_png(tile.pixels),
@@ -68,10 +72,24 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
                 }
             ),
         )
+    manifest = {"source_key": key, "source_etag": sheet.etag, **cutting.manifest()}
+    # Beside the dataset's rows, not under tiles/: nothing listens there and a listing of a
+    # sheet's tiles stays a listing of tiles.
+    manifest_key = f"{dataset_prefix(spec.dataset)}sheets/{spec.sheet_id}.json"
+    store.put_json(manifest_key, manifest)
     return Outcome(
         key,
         "split",
-        {"dataset": spec.dataset, "sheet_id": spec.sheet_id, "tiles": len(tiles), "prefix": prefix},
+        {
+            "dataset": spec.dataset,
+            "sheet_id": spec.sheet_id,
+            "tiles": len(cutting.tiles) - len(cutting.empty),
+            "empty": len(cutting.empty),
+            "grid": f"{cutting.rows}x{cutting.cols}",
+            "grid_source": cutting.grid_source,
+            "prefix": prefix,
+            "manifest": manifest_key,
+        },
     )
 
 

@@ -6,6 +6,7 @@ console are served:
   `label=7`, `square=true|false`.
 - The key: `incoming/train/<dataset>/<label>/<name>.png` labels every cell, and a grid in the
   file name (`sheet-10x10.png`) needs no metadata.
+A sheet that names no grid has it found on the page (ruled lines or gaps between symbols).
 Metadata wins over the key when both say something.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
@@ -28,15 +29,46 @@ _FALSE = {"false", "no", "0"}
 
 @dataclass(frozen=True, kw_only=True)
 class SheetSpec:
+    """A training sheet's spec. `rows`/`cols` are None when the sheet does not name its grid:
+    the split step finds it, then `with_grid` checks the labels against what was found."""
+
     dataset: str
     sheet_id: str
-    rows: int
-    cols: int
+    rows: int | None
+    cols: int | None
     labels: tuple[str, ...]
     square: bool = False
+    label_layout: str = "cells"  # "cells": one per cell, "rows": one per row, "all": one
 
     def label_at(self, row: int, col: int) -> str:
+        if self.label_layout == "all":
+            return self.labels[0]
+        if self.label_layout == "rows":
+            return self.labels[row]
+        assert self.cols is not None
         return self.labels[row * self.cols + col]
+
+    def with_grid(self, rows: int, cols: int) -> SheetSpec:
+        """This spec with the grid the page was found to have; labels must still fit it."""
+        if self.label_layout == "rows" and len(self.labels) != rows:
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(self.labels)} row labels for the {rows}x{cols} grid found on the sheet",
+            )
+        if self.label_layout == "cells" and len(self.labels) != rows * cols:
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(self.labels)} labels for the {rows}x{cols} grid found on the sheet",
+            )
+        return _expanded(replace(self, rows=rows, cols=cols))
+
+
+def _expanded(spec: SheetSpec) -> SheetSpec:
+    """With the grid known, one label per cell: what every reader of `labels` expects."""
+    if spec.rows is None or spec.cols is None or spec.label_layout == "cells":
+        return spec
+    cells = tuple(spec.label_at(r, c) for r in range(spec.rows) for c in range(spec.cols))
+    return replace(spec, labels=cells, label_layout="cells")
 
 
 def validate_dataset_name(name: str) -> str:
@@ -81,15 +113,23 @@ def parse_grid(value: str) -> tuple[int, int]:
 
 def grid_for(filename: str, metadata: dict[str, str]) -> tuple[int, int]:
     """The grid from metadata `grid=RxC`, else from a file name like `sheet-10x10.png`."""
+    found = optional_grid_for(filename, metadata)
+    if found is None:
+        raise InvalidInput(
+            "missing_grid",
+            "no grid: set metadata grid=ROWSxCOLS or name the file like sheet-10x10.png",
+        )
+    return found
+
+
+def optional_grid_for(filename: str, metadata: dict[str, str]) -> tuple[int, int] | None:
+    """Like `grid_for`, but None when the sheet does not name a grid (it is then found)."""
     if "grid" in metadata:
         rows, cols = parse_grid(metadata["grid"])
     else:
         found = _GRID_IN_NAME.search(filename.rsplit(".", 1)[0].lower())
         if not found:
-            raise InvalidInput(
-                "missing_grid",
-                "no grid: set metadata grid=ROWSxCOLS or name the file like sheet-10x10.png",
-            )
+            return None
         rows, cols = int(found.group(1)), int(found.group(2))
     if rows < 1 or cols < 1:
         raise InvalidInput("bad_metadata", f"grid {rows}x{cols} needs at least one cell")
@@ -135,30 +175,31 @@ def sheet_spec_from(key: str, etag: str, metadata: dict[str, str]) -> SheetSpec:
 
     metadata = check_metadata_keys(metadata, METADATA_KEYS)
 
-    rows, cols = grid_for(filename, metadata)
+    grid = optional_grid_for(filename, metadata)
+    rows, cols = grid if grid is not None else (None, None)
 
     label_sources = [name for name in ("labels", "row-labels", "label") if name in metadata]
     if len(label_sources) > 1:
         raise InvalidInput("bad_metadata", f"give only one of {label_sources}")
-    cells = rows * cols
+    layout = "cells"
     if "labels" in metadata:
         labels = _split_labels(metadata["labels"])
-        if len(labels) != cells:
+        if rows is not None and cols is not None and len(labels) != rows * cols:
             raise InvalidInput(
                 "label_count_mismatch",
-                f"{len(labels)} labels for a {rows}x{cols} grid of {cells} cells",
+                f"{len(labels)} labels for a {rows}x{cols} grid of {rows * cols} cells",
             )
     elif "row-labels" in metadata:
-        row_labels = _split_labels(metadata["row-labels"])
-        if len(row_labels) != rows:
-            raise InvalidInput(
-                "label_count_mismatch", f"{len(row_labels)} row labels for {rows} rows"
-            )
-        labels = [label for label in row_labels for _ in range(cols)]
+        labels = _split_labels(metadata["row-labels"])
+        layout = "rows"
+        if rows is not None and len(labels) != rows:
+            raise InvalidInput("label_count_mismatch", f"{len(labels)} row labels for {rows} rows")
     elif "label" in metadata:
-        labels = [validate_label(metadata["label"].strip())] * cells
+        labels = [validate_label(metadata["label"].strip())]
+        layout = "all"
     elif key_label is not None:
-        labels = [key_label] * cells
+        labels = [key_label]
+        layout = "all"
     else:
         raise InvalidInput(
             "missing_labels",
@@ -166,11 +207,13 @@ def sheet_spec_from(key: str, etag: str, metadata: dict[str, str]) -> SheetSpec:
             f"or put the sheet under {prefix}<dataset>/<label>/",
         )
 
-    return SheetSpec(
+    spec = SheetSpec(
         dataset=dataset,
         sheet_id=sheet_id_for(key, etag),
         rows=rows,
         cols=cols,
         labels=tuple(labels),
         square=square_from(metadata),
+        label_layout=layout,
     )
+    return _expanded(spec)

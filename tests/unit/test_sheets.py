@@ -42,7 +42,6 @@ def test_sheet_id_is_deterministic_per_object_and_content() -> None:
 @pytest.mark.parametrize(
     ("key", "metadata", "code"),
     [
-        ("incoming/train/digits/sheet.png", {"label": "1"}, "missing_grid"),
         ("incoming/train/digits/sheet-2x2.png", {}, "missing_labels"),
         (
             "incoming/train/digits/p.png",
