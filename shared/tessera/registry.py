@@ -1,16 +1,26 @@
 """The model registry in the bucket.
 
-models/<name>/<version>/   model.onnx, metrics.json, and whatever else a run produced
-models/<name>/champion.json          the pointer serving follows (one PUT: atomic)
+models/<name>/<version>/   model.onnx, metrics.json, report.html, plots, config.json,
+                           embeddings.npz: everything one training run produced
+models/<name>/champion.json          the pointer serving follows (one conditional PUT: atomic)
 models/<name>/champion-history/      every pointer ever written, oldest first by key
+
+Promotion rule: a candidate replaces the champion only when it is at least as accurate as the
+champion *measured on the candidate's own evaluation set* (the caller evaluates the champion's
+model on the same held-out rows). The pointer is written with a conditional PUT on the ETag
+that was read, so two runs promoting at once cannot both win on stale information.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from tessera.config import PIPELINE
 from tessera.storage import ObjectStore
@@ -18,6 +28,10 @@ from tessera.storage import ObjectStore
 MODEL_FILE = "model.onnx"
 METRICS_FILE = "metrics.json"
 CHAMPION_FILE = "champion.json"
+REPORT_FILE = "report.html"
+CONFIG_FILE = "config.json"
+HISTORY = "champion-history/"
+PROMOTION_ATTEMPTS = 3
 _VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6,16}$")
 
 
@@ -67,11 +81,75 @@ class ModelRegistry:
                 found.add(parts[0])
         return sorted(found)
 
+    def champion_with_etag(self) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            stored = self.store.get(self.prefix + CHAMPION_FILE)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        document = json.loads(stored.body)
+        return (document if isinstance(document, dict) else None), stored.etag
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every pointer ever written, oldest first."""
+        keys = sorted(item["Key"] for item in self.store.list(self.prefix + HISTORY))
+        return [document for key in keys if isinstance(document := self.store.get_json(key), dict)]
+
+    def promote_if_better(
+        self,
+        version: str,
+        *,
+        accuracy: float,
+        evaluation: dict[str, Any],
+        champion_accuracy: Callable[[dict[str, Any]], float],
+    ) -> PromotionDecision:
+        """Promote `version` unless the champion is more accurate on the same evaluation set.
+
+        `champion_accuracy(pointer)` measures the current champion on the candidate's evaluation
+        rows. If another run moves the pointer between our read and our write, the conditional
+        PUT fails and the decision is taken again against the new champion.
+        """
+        for _ in range(PROMOTION_ATTEMPTS):
+            pointer, etag = self.champion_with_etag()
+            measured = champion_accuracy(pointer) if pointer is not None else None
+            if not should_promote(accuracy, measured):
+                return PromotionDecision(
+                    promoted=False, champion_before=pointer, champion_accuracy=measured
+                )
+            try:
+                self._write_pointer(version, accuracy, evaluation, pointer, etag, measured)
+            except ClientError as error:
+                if error.response["Error"]["Code"] in (
+                    "PreconditionFailed",
+                    "412",
+                    "ConditionalRequestConflict",
+                ):
+                    continue
+                raise
+            return PromotionDecision(
+                promoted=True, champion_before=pointer, champion_accuracy=measured
+            )
+        raise PromotionConflict(
+            f"champion of {self.name!r} kept changing during {PROMOTION_ATTEMPTS} attempts"
+        )
+
     def promote(
         self, version: str, *, accuracy: float, evaluation: dict[str, Any]
     ) -> dict[str, Any]:
-        """Point champion.json at `version`, keeping the previous pointer in the history."""
-        previous = self.champion()
+        """Point champion.json at `version` unconditionally (an operator's rollback)."""
+        previous, etag = self.champion_with_etag()
+        return self._write_pointer(version, accuracy, evaluation, previous, etag, None)
+
+    def _write_pointer(
+        self,
+        version: str,
+        accuracy: float,
+        evaluation: dict[str, Any],
+        previous: dict[str, Any] | None,
+        etag: str | None,
+        previous_accuracy: float | None,
+    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         pointer = {
             "model": self.name,
@@ -80,8 +158,36 @@ class ModelRegistry:
             "evaluation": evaluation,
             "promoted_at": now.isoformat(),
             "previous_version": previous["version"] if previous else None,
+            "previous_accuracy_on_this_evaluation": previous_accuracy,
         }
-        history_key = f"{self.prefix}champion-history/{now.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+        body = json.dumps(pointer, indent=2, sort_keys=True).encode()
+        # If-Match / If-None-Match make the read-decide-write a compare-and-swap.
+        condition = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
+        self.store.client.put_object(
+            Bucket=self.store.bucket,
+            Key=self.prefix + CHAMPION_FILE,
+            Body=body,
+            ContentType="application/json",
+            **condition,
+        )
+        # Written after the pointer, so the history holds only pointers that were in force.
+        history_key = f"{self.prefix}{HISTORY}{now.strftime('%Y%m%dT%H%M%S%fZ')}-{version}.json"
         self.store.put_json(history_key, pointer)
-        self.store.put_json(self.prefix + CHAMPION_FILE, pointer)
         return pointer
+
+
+def should_promote(candidate_accuracy: float, champion_accuracy: float | None) -> bool:
+    """At least as accurate as the champion on the same evaluation set (ties promote: newer
+    data wins when the held-out accuracy cannot tell the two apart)."""
+    return champion_accuracy is None or candidate_accuracy >= champion_accuracy
+
+
+class PromotionConflict(Exception):
+    """Concurrent promotions kept moving the champion pointer."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    champion_before: dict[str, Any] | None
+    champion_accuracy: float | None
