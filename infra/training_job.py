@@ -38,6 +38,7 @@ BUILD_CONTEXT_EXCLUDES = [
     ".pytest_cache",
     ".ruff_cache",
     ".hypothesis",
+    "*.egg-info",
 ]
 
 # A hyper-parameter search over MNIST-sized data: 4 vCPU / 16 GiB finishes in minutes and costs
@@ -163,7 +164,8 @@ class Training(Construct):
             fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,
             fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
             assign_public_ip=True,
-            command=["python", "-m", "training.train", "--dataset", "Ref::dataset"],
+            # The image's ENTRYPOINT is `python -m training.train`; Batch supplies the arguments.
+            command=["--dataset", "Ref::dataset"],
             environment={**environment, "TESSERA_JOBS": str(JOB_VCPUS)},
             job_role=self.job_role,
             logging=ecs.LogDriver.aws_logs(stream_prefix="training", log_group=self.job_logs),

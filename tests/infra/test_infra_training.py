@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
-from conftest import Synthesized, synthesize
+from conftest import REPO_ROOT, Synthesized, synthesize
 from infra_template_tools import logical_id, only, resources, state_machine_definition
 
 from infra.training_job import JOB_VCPUS, TRAINING_DOCKERFILE
@@ -49,9 +49,24 @@ def test_jobs_run_on_fargate_with_their_own_role(synthesized: Synthesized) -> No
     assert container["JobRoleArn"] == {
         "Fn::GetAtt": [logical_id(synthesized.stack.training.job_role), "Arn"]
     }
-    assert container["Command"] == ["python", "-m", "training.train", "--dataset", "Ref::dataset"]
+    # The image's ENTRYPOINT runs `python -m training.train`; the command is its arguments.
+    assert container["Command"] == ["--dataset", "Ref::dataset"]
     assert props["Parameters"] == {"dataset": PIPELINE.default_dataset}
     assert container["NetworkConfiguration"] == {"AssignPublicIp": "ENABLED"}
+
+
+def test_the_job_command_completes_the_image_entrypoint(template: Template) -> None:
+    # GIVEN the ENTRYPOINT of the training image and the job definition's command
+    dockerfile = (REPO_ROOT / TRAINING_DOCKERFILE).read_text().splitlines()
+    (entrypoint,) = [
+        json.loads(line.removeprefix("ENTRYPOINT"))
+        for line in dockerfile
+        if line.startswith("ENTRYPOINT")
+    ]
+    _, job = only(template, "AWS::Batch::JobDefinition", JobDefinitionName="tessera-training")
+    # THEN the container runs the training module once, with the dataset parameter
+    argv = entrypoint + job["Properties"]["ContainerProperties"]["Command"]
+    assert argv == ["python", "-m", "training.train", "--dataset", "Ref::dataset"]
 
 
 def test_only_platform_failures_are_retried_by_batch(template: Template) -> None:
