@@ -6,11 +6,16 @@ from collections.abc import Callable
 
 import pytest
 from aws_cdk import aws_iam as iam
-from conftest import Synthesized
-from infra_template_tools import logical_id, resources, resources_for_action, role_statements
 
 from infra.stack import TesseraStack
 from tessera.config import PIPELINE, QueueSpec
+from tests.infra.conftest import Synthesized
+from tests.infra.infra_template_tools import (
+    logical_id,
+    resources,
+    resources_for_action,
+    role_statements,
+)
 
 P = PIPELINE.prefixes
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aws_cdk import Validations
 from cfnlint.api import ManualArgs, lint_file
-from conftest import Synthesized
+
+from tests.infra.conftest import Synthesized
 
 # CDK adds explicit DependsOn next to the GetAtt/Ref that already implies them; harmless.
 CFN_LINT_IGNORED = ["W3005"]

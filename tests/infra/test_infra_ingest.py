@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-from conftest import Synthesized
-from infra_template_tools import logical_id, only, render, resources
 
 from tessera.config import PIPELINE, QueueSpec
+from tests.infra.conftest import Synthesized
+from tests.infra.infra_template_tools import logical_id, only, render, resources
 
 QUEUES = {spec.function: spec for spec in PIPELINE.queues}
 

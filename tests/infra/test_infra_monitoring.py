@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
-from conftest import ALARM_EMAIL, Synthesized
-from infra_template_tools import logical_id, only, resources
 
 from tessera.config import PIPELINE
+from tests.infra.conftest import ALARM_EMAIL, Synthesized
+from tests.infra.infra_template_tools import logical_id, only, resources
 
 
 def _alarms(template: Template) -> list[dict[str, Any]]:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
-from conftest import Synthesized
-from infra_template_tools import (
+
+from infra.serving import BINARY_MEDIA_TYPES, TRAIN_ROUTE
+from tessera.config import PIPELINE
+from tests.infra.conftest import Synthesized
+from tests.infra.infra_template_tools import (
     logical_id,
     render,
     resources,
     resources_for_action,
     role_statements,
 )
-
-from infra.serving import BINARY_MEDIA_TYPES, TRAIN_ROUTE
-from tessera.config import PIPELINE
 
 
 def _methods(template: Template) -> dict[tuple[str, str], dict[str, Any]]:

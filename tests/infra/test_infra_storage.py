@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
-from conftest import Synthesized
-from infra_template_tools import logical_id, resources
 
 from tessera.config import PIPELINE
+from tests.infra.conftest import Synthesized
+from tests.infra.infra_template_tools import logical_id, resources
 
 
 def _pipeline_bucket(synthesized: Synthesized) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
-from conftest import REPO_ROOT, Synthesized, synthesize
-from infra_template_tools import logical_id, only, resources, state_machine_definition
 
 from infra.training_job import JOB_VCPUS, TRAINING_DOCKERFILE
 from tessera.config import PIPELINE
+from tests.infra.conftest import REPO_ROOT, Synthesized, synthesize
+from tests.infra.infra_template_tools import logical_id, only, resources, state_machine_definition
 
 
 @pytest.fixture(scope="module")
