@@ -239,7 +239,7 @@ class _Lines:
     bands: list[tuple[int, int, int, int]]
 
 
-def _line_positions(runs: Mask, *, min_fraction: float, strips: int = 6) -> _Lines:
+def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
     """Ruled lines along one axis: rows where long runs cover a good part of the page's width.
 
     Coverage is measured in vertical strips and the strips' findings are chained, so a line
@@ -255,6 +255,10 @@ def _line_positions(runs: Mask, *, min_fraction: float, strips: int = 6) -> _Lin
     extent_cols = np.flatnonzero(runs.any(axis=0))
     if extent_cols.size == 0:
         return _Lines([], [])
+    span = int(extent_cols[-1] + 1 - extent_cols[0])
+    # Strips long enough to span several cells: within one cell a column of "1"s covers as
+    # much of a strip as a line does.
+    strips = int(np.clip(span // 200, 2, 6))
     bounds = np.linspace(extent_cols[0], extent_cols[-1] + 1, strips + 1).round().astype(int)
     found: list[tuple[float, int, int, int]] = []  # centre, strip, band start, band end
     for strip in range(strips):
@@ -278,7 +282,7 @@ def _line_positions(runs: Mask, *, min_fraction: float, strips: int = 6) -> _Lin
     bands: list[tuple[int, int, int, int]] = []
     chain: list[tuple[float, int, int, int]] = []
     for item in [*found, (float("inf"), -1, 0, 0)]:
-        if chain and item[0] - chain[-1][0] > 6.0:
+        if chain and item[0] - chain[-1][0] > 8.0:
             if len({member[1] for member in chain}) * 2 > strips:
                 centres.append(float(np.mean([member[0] for member in chain])))
                 bands.extend((m[2], m[3], int(bounds[m[1]]), int(bounds[m[1] + 1])) for m in chain)
@@ -343,8 +347,8 @@ def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
     length = max(12, min(height, width) // 25)
     horizontal = _long_runs(mask, length)
     vertical = _long_runs(mask.T, length).T
-    across = _line_positions(horizontal, min_fraction=0.5)
-    down = _line_positions(vertical.T, min_fraction=0.5)
+    across = _line_positions(horizontal, min_fraction=0.8)
+    down = _line_positions(vertical.T, min_fraction=0.8)
     strength_h = [_strength(horizontal, c) for c in across.centres]
     strength_v = [_strength(vertical.T, c) for c in down.centres]
     row_lines = _regular(across.centres, strength_h)
@@ -613,8 +617,8 @@ def find_symbols(image: Gray) -> Reading:
     height, width = mask.shape
     if not mask.any():
         return Reading([], np.zeros((0, 1, 1), dtype=np.float32))
-    length = max(40, width // 6)
-    lines = _long_runs(mask, length) | _long_runs(mask.T, max(40, height // 6)).T
+    # Notebook rules and margins run a third of the page or more; symbols do not.
+    lines = _long_runs(mask, max(60, width // 3)) | _long_runs(mask.T, max(60, height // 3)).T
     mask &= ~lines
     parts = label_components(mask)
     if parts.count == 0:
@@ -671,7 +675,7 @@ def _group_stacked(boxes: list[_Box]) -> list[_Box]:
                 narrower = min(box[2] - box[0], other[2] - other[0])
                 gap = max(box[1], other[1]) - min(box[3], other[3])
                 taller = max(box[3] - box[1], other[3] - other[1])
-                if overlap >= 0.5 * narrower and gap <= 0.6 * taller:
+                if overlap >= 0.5 * narrower and gap <= 0.8 * max(taller, narrower):
                     other[0] = min(other[0], box[0])
                     other[1] = min(other[1], box[1])
                     other[2] = max(other[2], box[2])
