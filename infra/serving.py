@@ -18,8 +18,9 @@ from infra.queued import QueueFedFunction
 from tessera.config import PIPELINE, Route
 
 STAGE_NAME = "v1"
-# Image bodies arrive base64-encoded in the proxy event only for these content types.
-BINARY_MEDIA_TYPES = ["image/png", "image/jpeg", "application/octet-stream"]
+# Image bodies arrive base64-encoded in the proxy event only for these content types; the local
+# API server reads the same list.
+BINARY_MEDIA_TYPES = list(PIPELINE.binary_media_types)
 # Requests per second across all keys of the plan, and the burst on top; the daily quota caps
 # what a leaked key can cost.
 THROTTLE_RATE_LIMIT = 50

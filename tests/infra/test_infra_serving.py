@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match, Template
 
-from infra.serving import BINARY_MEDIA_TYPES, TRAIN_ROUTE
+from infra.serving import TRAIN_ROUTE
 from tessera.config import PIPELINE
 from tests.infra.conftest import Synthesized
 from tests.infra.infra_template_tools import (
@@ -117,10 +117,11 @@ def test_a_usage_plan_throttles_the_key_on_the_stage(template: Template) -> None
 
 
 def test_image_bodies_are_binary_media_types(template: Template) -> None:
+    # The same list the local API server uses to decide what arrives base64-encoded.
     template.has_resource_properties(
-        "AWS::ApiGateway::RestApi", {"BinaryMediaTypes": BINARY_MEDIA_TYPES}
+        "AWS::ApiGateway::RestApi", {"BinaryMediaTypes": list(PIPELINE.binary_media_types)}
     )
-    assert {"image/png", "image/jpeg"} <= set(BINARY_MEDIA_TYPES)
+    assert {"image/png", "image/jpeg"} <= set(PIPELINE.binary_media_types)
 
 
 def test_the_inference_function_gives_up_before_the_api_gateway_timeout(
