@@ -24,8 +24,9 @@ LAMBDA_PYTHON_VERSION = "3.12"
 # Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34); numpy 2.3+ ships manylinux_2_28 only.
 LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 
-# Dev-only parts of the library: the local runtime (moto, HTTP server) and the CLI.
-_LIBRARY_EXCLUDES = ("local", "cli.py")
+# Dev-only parts of the library: the local runtime (moto, HTTP server), the CLI, benchmarks
+# and evaluations (which import training code and TensorFlow).
+_LIBRARY_EXCLUDES = ("local", "cli.py", "bench", "evaluation")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
 
 

@@ -25,6 +25,8 @@ def test_a_bundle_holds_the_handler_package_and_the_library_without_dev_tools(
     assert sorted(p.name for p in (tmp_path / "functions").iterdir()) == ["__init__.py", "split"]
     assert not (tmp_path / "tessera" / "local").exists()
     assert not (tmp_path / "tessera" / "cli.py").exists()
+    assert not (tmp_path / "tessera" / "bench").exists()
+    assert not (tmp_path / "tessera" / "evaluation").exists()
     assert not list(tmp_path.rglob("__pycache__"))
 
 
