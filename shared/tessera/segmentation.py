@@ -118,7 +118,9 @@ def _block_level(gray: Gray, block: int, quantile: float) -> Gray:
     rows = max(1, -(-height // block))
     cols = max(1, -(-width // block))
     padded = np.pad(gray, ((0, rows * block - height), (0, cols * block - width)), mode="edge")
-    blocks = padded.reshape(rows, block, cols, block).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    blocks = padded.reshape(rows, block, cols, block)[:, ::2, :, ::2]
+    # Every other pixel each way: a quarter of the sorting for the same light map.
+    blocks = blocks.transpose(0, 2, 1, 3).reshape(rows, cols, -1)
     level = np.quantile(blocks, quantile, axis=2).astype(np.float32)
     image = Image.fromarray(level, mode="F").resize(
         (cols * block, rows * block), Image.Resampling.BILINEAR
@@ -177,9 +179,10 @@ def estimate_skew(mask: Mask) -> float:
     ys, xs = np.nonzero(mask[::step, ::step])
     if ys.size < 20:
         return 0.0
-    if ys.size > 200_000:
-        pick = np.random.default_rng(0).choice(ys.size, 200_000, replace=False)
-        ys, xs = ys[pick], xs[pick]
+    if ys.size > 60_000:
+        # An even thinning keeps the projections' shape at a fraction of the cost.
+        keep = slice(None, None, -(-ys.size // 60_000))
+        ys, xs = ys[keep], xs[keep]
     y = ys.astype(np.float64) - ys.mean()
     x = xs.astype(np.float64) - xs.mean()
 
@@ -398,11 +401,15 @@ def _periodic_edges(profile: NDArray[np.float64], *, min_cell: int) -> Ints | No
     positions = np.arange(size, dtype=np.float64)
     best: tuple[float, float, float] | None = None
     for trial in np.arange(period - 1.0, period + 1.0001, 0.05):
-        for phase in np.arange(0.0, trial, 0.5):
-            cuts = np.arange(phase, size, trial)
-            cost = float(np.interp(cuts, positions, profile).mean())
-            if best is None or cost < best[0]:
-                best = (cost, trial, phase)
+        # Every phase at once: cuts (phases, k) where the profile is read.
+        phases = np.arange(0.0, trial, 0.5)[:, None]
+        cuts = phases + trial * np.arange(int(size // trial) + 1)[None, :]
+        inside = cuts < size
+        values = np.interp(np.where(inside, cuts, 0.0), positions, profile)
+        costs = (values * inside).sum(axis=1) / inside.sum(axis=1)
+        pick = int(np.argmin(costs))
+        if best is None or costs[pick] < best[0]:
+            best = (float(costs[pick]), float(trial), float(phases[pick, 0]))
     assert best is not None
     cost, period, phase = best
     if cost > 0.35 * float(profile.mean()):
