@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -75,6 +76,8 @@ class LocalRuntime:
         return boto3.client(service, endpoint_url=self.aws_endpoint, region_name=REGION)
 
     def start(self) -> LocalRuntime:
+        # moto's werkzeug server logs every request at INFO: noise next to the pipeline's own logs.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._moto.start()
         for name, value in self.env().items():
