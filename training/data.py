@@ -14,6 +14,7 @@ import io
 import shutil
 import sys
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +153,9 @@ def _label(value: str, path: Path, line: int) -> str:
     return label
 
 
-def _reference_rows(reader: csv.Reader, path: Path) -> tuple[list[NDArray[np.uint8]], list[str]]:
+def _reference_rows(
+    reader: Iterator[list[str]], path: Path
+) -> tuple[list[NDArray[np.uint8]], list[str]]:
     rows, labels = [], []
     for line, record in enumerate(reader, start=2):
         if not record:
@@ -172,7 +175,9 @@ def _reference_rows(reader: csv.Reader, path: Path) -> tuple[list[NDArray[np.uin
     return rows, labels
 
 
-def _pixel_rows(reader: csv.Reader, path: Path) -> tuple[list[NDArray[np.uint8]], list[str]]:
+def _pixel_rows(
+    reader: Iterator[list[str]], path: Path
+) -> tuple[list[NDArray[np.uint8]], list[str]]:
     rows, labels = [], []
     for line, record in enumerate(reader, start=2):
         if not record:

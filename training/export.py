@@ -31,7 +31,8 @@ def _with_metadata(model: onnx.ModelProto, *, classes: list[str], family: str) -
         entry.key = key
         entry.value = value
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()
+    return serialized
 
 
 def _check_outputs(model: onnx.ModelProto, producer: str) -> None:
@@ -145,7 +146,7 @@ def keras_to_onnx(model: Any, *, classes: list[str], family: str) -> bytes:
 
     signature = [tf.TensorSpec((None, VECTOR_LENGTH), tf.float32, name=INPUT_NAME)]
 
-    @tf.function(input_signature=signature)  # type: ignore[misc]
+    @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]
     def serve(x: Any) -> dict[str, Any]:
         probabilities, embedding = model(x, training=False)
         return {PROBABILITIES: probabilities, EMBEDDING: embedding}

@@ -92,7 +92,9 @@ def check_classes(y: NDArray[np.str_], *, minimum: int) -> None:
         )
 
 
-def held_out(data: TrainingData, *, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
+def held_out(
+    data: TrainingData, *, test_size: float, seed: int, search: bool
+) -> tuple[Dataset, Dataset]:
     """(train, test): the source's own test split when it has one, else a stratified split."""
     check_classes(data.train.y, minimum=CV_FOLDS)
     if data.test is not None:
@@ -101,7 +103,11 @@ def held_out(data: TrainingData, *, test_size: float, seed: int) -> tuple[Datase
     train_index, test_index = train_test_split(
         index, test_size=test_size, random_state=seed, stratify=data.train.y
     )
-    return _rows(data.train, np.sort(train_index)), _rows(data.train, np.sort(test_index))
+    train = _rows(data.train, np.sort(train_index))
+    if search:
+        # The CV folds see only the training part: each class needs a row in every fold.
+        check_classes(train.y, minimum=CV_FOLDS)
+    return train, _rows(data.train, np.sort(test_index))
 
 
 def _rows(dataset: Dataset, index: NDArray[np.int64]) -> Dataset:
@@ -230,7 +236,9 @@ def run(args: argparse.Namespace, store: ObjectStore, run_id: str) -> dict[str, 
         mnist_dir=mnist_dir,
         mnist_limit=args.mnist_limit,
     )
-    train, test = held_out(data, test_size=args.test_size, seed=args.seed)
+    train, test = held_out(
+        data, test_size=args.test_size, seed=args.seed, search=args.search != "none"
+    )
     options = FitOptions(
         seed=args.seed,
         epochs=args.epochs,

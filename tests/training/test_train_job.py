@@ -134,19 +134,23 @@ def test_a_worse_model_is_registered_but_not_promoted(
 
 
 BAD_INPUTS = {
-    "one_class": dict(labels=lambda i: "7"),
-    "class_too_small": dict(labels=lambda i: "rare" if i < 3 else str(i % 2)),
+    "one_class": (lambda i: "7", []),
+    "class_too_small": (lambda i: "rare" if i < 3 else str(i % 2), []),
+    # Five rows pass the hold-out, but only four reach the search's five CV folds.
+    "class_too_small_for_cv": (lambda i: "rare" if i < 5 else str(i % 2), ["--search", "halving"]),
 }
 
 
-@pytest.mark.parametrize("code", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_bucket_data_fails_cleanly_and_leaves_the_champion(
-    store: ObjectStore, digits: Glyphs, code: str
+    store: ObjectStore, digits: Glyphs, case: str
 ) -> None:
     pointer = {"model": "bad", "version": "20200101T000000Z-abcdef12"}
     store.put_json("models/bad/champion.json", pointer)
-    fill(store, digits, "bad", count=60, **BAD_INPUTS[code])
-    exit_code, result = train("--dataset", "bad", "--run-id", f"run-{code}")
+    labels, extra = BAD_INPUTS[case]
+    fill(store, digits, "bad", count=60, labels=labels)
+    code = case.removesuffix("_for_cv")
+    exit_code, result = train("--dataset", "bad", "--run-id", f"run-{code}", *extra)
     assert exit_code == 1
     assert result["status"] == "failed" and result["code"] == code
     recorded = status(store, f"run-{code}")
@@ -192,3 +196,21 @@ def test_parity_gate_fails_on_any_disagreement_or_drift() -> None:
     assert check_parity(native, native + 2e-4)["passed"] is False
     flipped = check_parity(native, native[:, ::-1])
     assert flipped["passed"] is False and flipped["argmax_disagreements"] == 2
+
+
+@pytest.mark.slow
+def test_family_all_registers_every_family_and_promotes_only_the_best(
+    store: ObjectStore, digits: Glyphs
+) -> None:
+    fill(store, digits, "digits")
+    code, result = train(
+        "--dataset", "digits", "--family", "all", "--epochs", "2", "--run-id", "all"
+    )
+    assert code == 0, result
+    families = {row["family"]: row for row in result["families"]}
+    assert set(families) == {"mlp", "dense", "cnn", "cnn-strong"}
+    assert [row["promoted"] for row in result["families"]] == [True, False, False, False]
+    best = max(families.values(), key=lambda row: row["test_accuracy"])
+    registry = ModelRegistry(store, "digits")
+    assert registry.champion()["version"] == best["version"] == result["version"]  # type: ignore[index]
+    assert len(registry.versions()) == 4

@@ -101,7 +101,7 @@ def bench_search(mnist_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     )
     x_test, y_test = test.features(), test.y
     options = FitOptions(seed=args.seed, search_rows=args.search_rows, jobs=args.jobs)
-    rows = {}
+    rows: dict[str, Any] = {}
     for strategy in ("halving", "exhaustive"):
         started = time.perf_counter()
         report = search_mlp(x, y, strategy=strategy, options=options)
