@@ -1,8 +1,13 @@
-"""Batch predictions: a sheet dropped under incoming/predict/ is split, normalized and
-classified in one model call; the grid of labels lands under predictions/ as JSON and CSV.
+"""Batch predictions: a sheet dropped under incoming/predict/ is cut, normalized and classified
+in one model call; the grid of labels and confidences lands under predictions/ as JSON and CSV.
 
     incoming/predict/<file>            uses the default model
     incoming/predict/<model>/<file>    uses that model's champion
+
+The sheet is cut by the same `cut_sheet` Split uses for training sheets (grid from metadata
+`grid=RxC`, the file name `...-10x10.png`, or found on the page), and every cell goes through
+what Split + Vectorize do to a training cell (8-bit tile, `normalize_tile`), so a cell is
+predicted from the very vector it would have been trained on.
 """
 
 from __future__ import annotations
@@ -15,16 +20,23 @@ import numpy as np
 
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
-from tessera.imaging import Gray, decode_image, normalize_tile, split_sheet
+from tessera.imaging import Gray, decode_image, normalize_tile
 from tessera.ingest import Outcome
 from tessera.registry import ModelRegistry
 from tessera.requests import model_input
+from tessera.segmentation import cut_sheet
 from tessera.serving import ModelCache, ModelNotFound, OnnxClassifier
-from tessera.sheets import check_metadata_keys, grid_for, square_from, validate_dataset_name
+from tessera.sheets import (
+    check_metadata_keys,
+    optional_grid_for,
+    square_from,
+    validate_dataset_name,
+)
 from tessera.storage import ObjectStore
 
 _caches: dict[tuple[str, str], ModelCache] = {}
 _KNOWN_METADATA = frozenset({"grid", "square"})
+CSV_FIELDS = ["row", "col", "empty", "label", "confidence"]
 
 
 def _cache(store: ObjectStore, name: str) -> ModelCache:
@@ -36,7 +48,7 @@ def _cache(store: ObjectStore, name: str) -> ModelCache:
     return _caches[key]
 
 
-def _model_and_grid(key: str, metadata: dict[str, str]) -> tuple[str, int, int, bool]:
+def _model_and_grid(key: str, metadata: dict[str, str]) -> tuple[str, tuple[int, int] | None, bool]:
     parts = key[len(PIPELINE.prefixes.incoming_predict) :].split("/")
     if len(parts) not in (1, 2) or not all(parts):
         raise InvalidInput(
@@ -44,60 +56,12 @@ def _model_and_grid(key: str, metadata: dict[str, str]) -> tuple[str, int, int, 
         )
     model = validate_dataset_name(parts[0]) if len(parts) == 2 else PIPELINE.default_dataset
     metadata = check_metadata_keys(metadata, _KNOWN_METADATA)
-    rows, cols = grid_for(parts[-1], metadata)
-    square = square_from(metadata)
-    return model, rows, cols, square
+    return model, optional_grid_for(parts[-1], metadata), square_from(metadata)
 
 
-def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
-    sheet = store.get(key)
-    try:
-        model_name, rows, cols, square = _model_and_grid(key, sheet.metadata)
-        tiles = split_sheet(decode_image(sheet.body), rows, cols, square=square)
-        model = _cache(store, model_name).get()
-    except (InvalidInput, ModelNotFound) as error:
-        invalid = (
-            error
-            if isinstance(error, InvalidInput)
-            else InvalidInput("model_not_found", str(error))
-        )
-        reason = store.quarantine(key, invalid, stage="batch_predict", etag=sheet.etag)
-        return Outcome(key, "quarantined", {"reason_key": reason, **invalid.as_dict()})
-
-    predictions = predict_tiles(model, [tile.pixels for tile in tiles])
-    cells = []
-    for tile, prediction in zip(tiles, predictions, strict=True):
-        cells.append(
-            {
-                "row": tile.row,
-                "col": tile.col,
-                "empty": prediction is None,
-                "label": prediction["label"] if prediction else None,
-                "confidence": prediction["confidence"] if prediction else None,
-                "top": prediction["top"] if prediction else [],
-            }
-        )
-    document = {
-        "source_key": key,
-        "source_etag": sheet.etag,
-        "model": model.name,
-        "version": model.version,
-        "rows": rows,
-        "cols": cols,
-        "grid": [[cells[r * cols + c]["label"] for c in range(cols)] for r in range(rows)],
-        "confidence": [
-            [cells[r * cols + c]["confidence"] for c in range(cols)] for r in range(rows)
-        ],
-        "cells": cells,
-    }
-    target = PIPELINE.prefixes.predictions + key
-    store.put_json(target + ".json", document)
-    store.put(target + ".csv", _csv(cells).encode(), content_type="text/csv")
-    return Outcome(
-        key,
-        "predicted",
-        {"prediction_key": target + ".json", "cells": len(cells), "empty": predictions.count(None)},
-    )
+def _as_stored_tile(pixels: Gray) -> Gray:
+    """What a tile is after Split's 8-bit PNG and Vectorize's decode: the same rounding."""
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).astype(np.float32) / 255.0
 
 
 def predict_tiles(
@@ -115,13 +79,80 @@ def predict_tiles(
     return results
 
 
+def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
+    head = store.head(key)
+    limit = PIPELINE.limits.max_image_bytes
+    if head is not None and int(head.get("ContentLength", 0)) > limit:
+        too_large = InvalidInput(
+            "object_too_large", f"{head['ContentLength']} bytes is over the limit of {limit}"
+        )
+        reason = store.quarantine(key, too_large, stage="batch_predict")
+        return Outcome(key, "quarantined", {"reason_key": reason, **too_large.as_dict()})
+    sheet = store.get(key)
+    try:
+        model_name, grid, square = _model_and_grid(key, sheet.metadata)
+        rows, cols = grid if grid is not None else (None, None)
+        cutting = cut_sheet(decode_image(sheet.body), rows, cols, square=square)
+        model = _cache(store, model_name).get()
+    except (InvalidInput, ModelNotFound) as error:
+        invalid = (
+            error
+            if isinstance(error, InvalidInput)
+            else InvalidInput("model_not_found", str(error))
+        )
+        reason = store.quarantine(key, invalid, stage="batch_predict", etag=sheet.etag)
+        return Outcome(key, "quarantined", {"reason_key": reason, **invalid.as_dict()})
+
+    empty = set(cutting.empty)
+    tiles = cutting.tiles
+    inked = [i for i, tile in enumerate(tiles) if (tile.row, tile.col) not in empty]
+    found = predict_tiles(model, [_as_stored_tile(tiles[i].pixels) for i in inked])
+    predictions: list[dict[str, Any] | None] = [None] * len(tiles)
+    for index, prediction in zip(inked, found, strict=True):
+        predictions[index] = prediction
+    cells = [
+        {
+            "row": tile.row,
+            "col": tile.col,
+            "empty": prediction is None,
+            "label": prediction["label"] if prediction else None,
+            "confidence": prediction["confidence"] if prediction else None,
+            "top": prediction["top"] if prediction else [],
+        }
+        for tile, prediction in zip(tiles, predictions, strict=True)
+    ]
+    by_position = {(cell["row"], cell["col"]): cell for cell in cells}
+    grid_rows, grid_cols = cutting.rows, cutting.cols
+    positions = [[(r, c) for c in range(grid_cols)] for r in range(grid_rows)]
+    document = {
+        "source_key": key,
+        "source_etag": sheet.etag,
+        "model": model.name,
+        "version": model.version,
+        "rows": grid_rows,
+        "cols": grid_cols,
+        "grid_source": cutting.grid_source,
+        "grid": [[by_position[p]["label"] for p in row] for row in positions],
+        "confidence": [[by_position[p]["confidence"] for p in row] for row in positions],
+        "cells": cells,
+    }
+    target = PIPELINE.prefixes.predictions + key
+    store.put_json(target + ".json", document)
+    store.put(target + ".csv", _csv(cells).encode(), content_type="text/csv")
+    return Outcome(
+        key,
+        "predicted",
+        {
+            "prediction_key": target + ".json",
+            "cells": len(cells),
+            "empty": predictions.count(None),
+        },
+    )
+
+
 def _csv(cells: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer,
-        fieldnames=["row", "col", "empty", "label", "confidence"],
-        extrasaction="ignore",
-    )
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(cells)
     return buffer.getvalue()

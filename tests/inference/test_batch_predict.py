@@ -7,9 +7,11 @@ import csv
 import io
 import json
 
+import numpy as np
+
 from functions.batch_predict.handler import lambda_handler as batch_handler
-from tessera.batch import predict_tiles
-from tessera.imaging import decode_image, split_sheet
+from tessera.dataset import decode_row, shard_key_for_tile
+from tessera.ingest import split_object, vectorize_object
 from tessera.local.pump import LocalLambdaContext
 from tessera.local.samples import Glyphs, render_sheet
 from tessera.serving import ModelCache
@@ -35,11 +37,20 @@ def test_a_sheet_becomes_a_grid_of_labels_in_json_and_csv(served: Served, digits
     document = json.loads(served.store.get(f"predictions/{key}.json").body)
     assert (document["model"], document["version"]) == (MODEL, VERSION)
     assert (document["rows"], document["cols"], len(document["cells"])) == (2, 5, 10)
+    # and each cell is predicted from the very row Split + Vectorize make of it for training
+    training_key = "incoming/train/digits/0/holdout-2x5.png"
+    served.store.put(training_key, sheet, content_type="image/png")
+    assert split_object(served.store, training_key).status == "split"
     model = ModelCache(registry=served.registry, ttl_seconds=30).get()
-    tiles = split_sheet(decode_image(sheet), 2, 5)
-    expected = predict_tiles(model, [tile.pixels for tile in tiles])
+    expected: list[str | None] = [None] * 10
+    for item in served.store.list("tiles/digits/"):
+        assert vectorize_object(served.store, item["Key"]).status == "vectorized"
+        row = decode_row(served.store.get(shard_key_for_tile(item["Key"])).body)
+        r, c = (int(part[1:]) for part in item["Key"].rsplit("/", 1)[1][:-4].split("-"))
+        x = row.pixels.astype(np.float32)[np.newaxis] / np.float32(255.0)
+        expected[r * 5 + c] = model.predict(x)[0]["label"]
     labels = [cell["label"] for cell in document["cells"]]
-    assert labels == [p["label"] if p else None for p in expected]
+    assert labels == expected
     assert labels[7] is None and document["cells"][7]["empty"] is True
     assert document["grid"][1][2] is None and document["grid"][0] == labels[:5]
     assert 0 < document["confidence"][0][0] <= 1
