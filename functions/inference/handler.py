@@ -54,19 +54,19 @@ def _error(status: HTTPStatus, code: str, message: str) -> Response[str]:
     )
 
 
-@app.exception_handler(InvalidInput)
+@app.exception_handler(InvalidInput)  # type: ignore[untyped-decorator]
 def _invalid_input(error: InvalidInput) -> Response[str]:
     return _error(
         _STATUS_BY_CODE.get(error.code, HTTPStatus.BAD_REQUEST), error.code, error.message
     )
 
 
-@app.exception_handler(ModelNotFound)
+@app.exception_handler(ModelNotFound)  # type: ignore[untyped-decorator]
 def _model_not_found(error: ModelNotFound) -> Response[str]:
     return _error(HTTPStatus.NOT_FOUND, "model_not_found", str(error))
 
 
-@app.exception_handler(SimilarityUnavailable)
+@app.exception_handler(SimilarityUnavailable)  # type: ignore[untyped-decorator]
 def _similarity_unavailable(error: SimilarityUnavailable) -> Response[str]:
     return _error(HTTPStatus.NOT_FOUND, "similarity_unavailable", str(error))
 
@@ -81,7 +81,7 @@ def _no_route(_error_: Exception) -> Response[str]:
     )
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def _internal_error(error: Exception) -> Response[str]:
     # Only our own faults get here (client input is refused above): log it, say nothing of it.
     logger.exception("unhandled error")

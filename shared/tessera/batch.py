@@ -61,7 +61,8 @@ def _model_and_grid(key: str, metadata: dict[str, str]) -> tuple[str, tuple[int,
 
 def _as_stored_tile(pixels: Gray) -> Gray:
     """What a tile is after Split's 8-bit PNG and Vectorize's decode: the same rounding."""
-    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).astype(np.float32) / 255.0
+    stored: Gray = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).astype(np.float32)
+    return stored / np.float32(255.0)
 
 
 def predict_tiles(

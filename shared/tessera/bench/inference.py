@@ -209,7 +209,7 @@ def _in_process(
     from functions.inference import handler
     from tessera.local.pump import LocalLambdaContext
 
-    context = LocalLambdaContext(function_name="inference")
+    context: Any = LocalLambdaContext(function_name="inference")
     png = encode_png(1.0 - digits.test_images[0])  # dark ink on paper, as a camera sees it
     event = _api_event("/predict", {"image": base64.b64encode(png).decode()})
     reply = handler.lambda_handler(event, context)
@@ -501,13 +501,14 @@ def _load(onnx_model: bytes, npz: bytes, png: bytes, *, total: int, clients: int
     with LocalRuntime() as runtime:
         _publish(ObjectStore(bucket=runtime.bucket, client=runtime.client("s3")), onnx_model, npz)
         url = urlsplit(runtime.api_url)
+        api_host, api_port = url.hostname or "127.0.0.1", url.port
         counter = iter(range(total))
         lock = threading.Lock()
         latencies: list[float] = []
         errors: list[str] = []
 
         def client() -> None:
-            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+            connection = http.client.HTTPConnection(api_host, api_port, timeout=60)
             while True:
                 with lock:
                     if next(counter, None) is None:
@@ -524,7 +525,7 @@ def _load(onnx_model: bytes, npz: bytes, png: bytes, *, total: int, clients: int
                 except (OSError, http.client.HTTPException) as error:
                     errors.append(repr(error))
                     connection.close()
-                    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+                    connection = http.client.HTTPConnection(api_host, api_port, timeout=60)
                 elapsed = time.perf_counter() - start
                 with lock:
                     latencies.append(elapsed)
@@ -584,7 +585,8 @@ def main(argv: list[str]) -> int:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     try:
-        host, port = moto._server.server_address[:2]  # type: ignore[union-attr]
+        address = moto._server.server_address  # type: ignore[union-attr]
+        host, port = str(address[0]), int(address[1])
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
