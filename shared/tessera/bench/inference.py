@@ -493,50 +493,45 @@ def _bundle_size() -> list[Figure]:
     ]
 
 
-def _load(onnx_model: bytes, npz: bytes, png: bytes, *, total: int, clients: int) -> list[Figure]:
-    from tessera.local.runtime import LocalRuntime
-    from tessera.storage import ObjectStore
-
+def _load(runtime: Any, png: bytes, *, total: int, clients: int) -> list[Figure]:
     body = json.dumps({"image": base64.b64encode(png).decode()}).encode()
-    with LocalRuntime() as runtime:
-        _publish(ObjectStore(bucket=runtime.bucket, client=runtime.client("s3")), onnx_model, npz)
-        url = urlsplit(runtime.api_url)
-        api_host, api_port = url.hostname or "127.0.0.1", url.port
-        counter = iter(range(total))
-        lock = threading.Lock()
-        latencies: list[float] = []
-        errors: list[str] = []
+    url = urlsplit(runtime.api_url)
+    api_host, api_port = url.hostname or "127.0.0.1", url.port
+    counter = iter(range(total))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
 
-        def client() -> None:
-            connection = http.client.HTTPConnection(api_host, api_port, timeout=60)
-            while True:
-                with lock:
-                    if next(counter, None) is None:
-                        break
-                start = time.perf_counter()
-                try:
-                    connection.request(
-                        "POST", "/predict", body=body, headers={"content-type": "application/json"}
-                    )
-                    response = connection.getresponse()
-                    data = response.read()
-                    if response.status != 200 or b'"label"' not in data:
-                        errors.append(f"{response.status} {data[:200]!r}")
-                except (OSError, http.client.HTTPException) as error:
-                    errors.append(repr(error))
-                    connection.close()
-                    connection = http.client.HTTPConnection(api_host, api_port, timeout=60)
-                elapsed = time.perf_counter() - start
-                with lock:
-                    latencies.append(elapsed)
-            connection.close()
+    def client() -> None:
+        connection = http.client.HTTPConnection(api_host, api_port, timeout=60)
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            start = time.perf_counter()
+            try:
+                connection.request(
+                    "POST", "/predict", body=body, headers={"content-type": "application/json"}
+                )
+                response = connection.getresponse()
+                data = response.read()
+                if response.status != 200 or b'"label"' not in data:
+                    errors.append(f"{response.status} {data[:200]!r}")
+            except (OSError, http.client.HTTPException) as error:
+                errors.append(repr(error))
+                connection.close()
+                connection = http.client.HTTPConnection(api_host, api_port, timeout=60)
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+        connection.close()
 
-        _progress(f"load: {clients} clients, {total} requests on {runtime.api_url}")
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            for future in [pool.submit(client) for _ in range(clients)]:
-                future.result()
-        wall = time.perf_counter() - started
+    _progress(f"load: {clients} clients, {total} requests on {runtime.api_url}")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        for future in [pool.submit(client) for _ in range(clients)]:
+            future.result()
+    wall = time.perf_counter() - started
     p50, p99 = _percentiles(latencies)
     return [
         Figure(
@@ -572,8 +567,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-bundle", action="store_true")
     args = parser.parse_args(argv)
 
-    from moto.server import ThreadedMotoServer
-
+    from tessera.local.runtime import LocalRuntime
     from tessera.storage import ObjectStore
 
     digits = _load_digits(args.mnist, args.train_rows)
@@ -581,47 +575,31 @@ def main(argv: list[str]) -> int:
     _progress(f"fitting the MLP and the Keras net on {rows_used} {digits.source} rows")
     pipeline, onnx_model, keras_model = _fit_models(digits, args.train_rows)
     npz, rows = _embeddings_npz(onnx_model, digits)
+    png = encode_png(1.0 - digits.test_images[0])
 
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    try:
-        address = moto._server.server_address  # type: ignore[union-attr]
-        host, port = str(address[0]), int(address[1])
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "TESSERA_BUCKET": "tessera-bench",
-            "TESSERA_MODEL_NAME": MODEL_NAME,
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-        }
-        os.environ.update(env)
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="tessera-bench")
-        _publish(ObjectStore(bucket="tessera-bench", client=s3), onnx_model, npz)
-
+    # One local runtime for every part: the handler in-process, the cold-start processes and
+    # the HTTP load all read the model from the same moto bucket.
+    with LocalRuntime(bucket="tessera-bench") as runtime:
+        store = ObjectStore(bucket=runtime.bucket, client=runtime.client("s3"))
+        _publish(store, onnx_model, npz)
         figures, _ = _in_process(args, digits, pipeline, onnx_model, keras_model)
-        png = encode_png(1.0 - digits.test_images[0])
         _progress("cold starts")
-        child_env = {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        child_env = {**runtime.env(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         figures += _cold_start(
             _api_event("/predict", {"image": base64.b64encode(png).decode()}),
             child_env,
             args.cold_runs,
         )
-    finally:
-        moto.stop()
+        if not args.skip_load:
+            figures += _load(runtime, png, total=args.load_requests, clients=args.clients)
     if not args.skip_bundle:
         figures += _bundle_size()
-    if not args.skip_load:
-        figures += _load(onnx_model, npz, png, total=args.load_requests, clients=args.clients)
 
+    # Other work on the machine skews every latency here; the load average says how much.
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"tessera bench inference: {digits.source}, MLP {HIDDEN} hidden, {rows:,} embeddings, "
-        f"{os.cpu_count()} CPUs, onnxruntime threads per session as in Lambda"
+        f"{os.cpu_count()} CPUs (load average {load}), onnxruntime threads as in Lambda"
     )
     print(_table(figures))
     return 0
