@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,9 +36,12 @@ MIN_SKEW_DEGREES = 0.15
 @dataclass(frozen=True)
 class Page:
     """A page as ink: bright strokes on zero, lit evenly, with the threshold that separates
-    strokes from paper noise."""
+    strokes from paper noise. `ink` is smoothed, for deciding what is ink; `values` is the
+    same ink unsmoothed, what the cells are cut from (smoothing thickens thin strokes and
+    closes the loops of small glyphs)."""
 
     ink: Gray
+    values: Gray
     threshold: float
     scale: float  # working pixels per source pixel
 
@@ -52,7 +57,6 @@ class Cutting:
 
     rows: int
     cols: int
-    tiles: list[Tile]
     empty: list[tuple[int, int]]
     grid_source: str  # "given", "ruled" or "gaps"
     skew_degrees: float
@@ -60,6 +64,19 @@ class Cutting:
     col_edges: list[int]
     _ink: Gray = field(repr=False)
     _present: NDArray[np.bool_] = field(repr=False)
+    _heights: Ints = field(repr=False)
+    _widths: Ints = field(repr=False)
+
+    @cached_property
+    def tiles(self) -> list[Tile]:
+        # Made on first use: the vectors come from the stack, and a 5000-cell sheet's tile
+        # objects cost more than its whole normalization.
+        return [
+            Tile(
+                row=r, col=c, pixels=self._ink[index, : self._heights[index], : self._widths[index]]
+            )
+            for index, (r, c) in enumerate(np.ndindex(self.rows, self.cols))
+        ]
 
     @property
     def inked(self) -> list[Tile]:
@@ -125,13 +142,18 @@ def _block_level(gray: Gray, block: int, quantile: float) -> Gray:
     image = Image.fromarray(level, mode="F").resize(
         (cols * block, rows * block), Image.Resampling.BILINEAR
     )
-    return np.asarray(image, dtype=np.float32)[:height, :width]
+    # A writable copy: callers work on it in place.
+    return np.array(np.asarray(image, dtype=np.float32)[:height, :width])
 
 
 def _mean3(image: Gray) -> Gray:
     padded = np.pad(image, 1, mode="edge")
-    rows = padded[:-2] + padded[1:-1] + padded[2:]
-    return ((rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / 9.0).astype(np.float32)
+    rows = padded[:-2] + padded[1:-1]
+    rows += padded[2:]
+    mean = rows[:, :-2] + rows[:, 1:-1]
+    mean += rows[:, 2:]
+    mean *= np.float32(1.0 / 9.0)
+    return mean
 
 
 def prepare_page(gray: Gray) -> Page:
@@ -145,27 +167,42 @@ def prepare_page(gray: Gray) -> Page:
     height, width = working.shape
     # Blocks larger than a glyph, so each holds some paper to measure the light by.
     block = int(np.clip(min(height, width) // 16, 32, 160))
-    if float(np.median(working)) >= 0.5:
+    # Statistics of the page are taken on every other pixel each way: the same figures from a
+    # quarter of the sorting.
+    # In place where it can be: a page is millions of pixels and every pass shows.
+    if float(np.median(working[::2, ::2])) >= 0.5:
         paper = _block_level(working, block, 0.9)
-        ink = 1.0 - working / np.maximum(paper, 0.05)
+        np.maximum(paper, 0.05, out=paper)
+        values = np.divide(working, paper, out=paper)
+        np.subtract(1.0, values, out=values)
     else:
         ground = _block_level(working, block, 0.1)
-        ink = working - ground
+        values = np.subtract(working, ground, out=ground)
+    np.clip(values, 0.0, 1.0, out=values)
     # A 3x3 mean takes two thirds off sensor noise, so faint ruling and pencil clear the
-    # threshold without blurring strokes beyond what the 20x20 fit does anyway.
-    ink = _mean3(np.clip(ink, 0.0, 1.0).astype(np.float32))
+    # threshold; it only decides what is ink, the cells keep the unsmoothed values.
+    ink = _mean3(values)
     # Paper noise from the lower quantiles, which are paper even when ink covers half the
     # page: for Gaussian noise q25 - q10 is 0.607 sigma and the mean sits 0.674 sigma above q25.
-    low, quarter = (float(v) for v in np.quantile(ink, [0.10, 0.25]))
+    sample = ink[::2, ::2]
+    low, quarter = (float(v) for v in np.quantile(sample, [0.10, 0.25]))
     sigma = (quarter - low) / 0.607
     threshold = max(0.1, quarter + 0.674 * sigma + 5.0 * sigma)
-    strokes = ink[ink > threshold]
+    strokes = sample[sample > threshold]
     if strokes.size < 4:
-        return Page(ink=np.zeros_like(ink), threshold=1.0, scale=scale)
-    # Strokes are brought to full strength, as MNIST's are: faint pencil reads like ink.
-    level = max(float(np.quantile(strokes, 0.9)), threshold * 1.5)
-    ink = np.clip(ink / level, 0.0, 1.0)
-    return Page(ink=ink, threshold=min(threshold / level, 0.5), scale=scale)
+        # A small symbol can fall between the sampled pixels.
+        strokes = ink[ink > threshold]
+    if strokes.size < 4:
+        blank = np.zeros_like(ink)
+        return Page(ink=blank, values=blank, threshold=1.0, scale=scale)
+    # Strokes are brought to full strength, as MNIST's are, so faint pencil reads like ink; the
+    # scale comes from the strongest strokes, so the grey edges of strokes stay grey (clipping
+    # at a lower quantile thickened strokes and closed the loops of small 8s and 9s).
+    level = max(float(np.quantile(strokes, 0.99)), threshold * 1.5)
+    for page in (ink, values):
+        page *= 1.0 / level
+        np.minimum(page, 1.0, out=page)
+    return Page(ink=ink, values=values, threshold=min(threshold / level, 0.5), scale=scale)
 
 
 # --------------------------------------------------------------------------------- deskewing
@@ -344,19 +381,31 @@ def _strength(runs: Mask, centre: float) -> float:
     return float(runs[max(0, row - 3) : row + 4].sum())
 
 
-def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
+@dataclass(frozen=True)
+class _Ruling:
+    row_edges: Ints
+    col_edges: Ints
+    line_pixels: Mask  # pixels of ruled lines, to erase
+    horizontal: Mask  # long horizontal runs, where the row lines are followed cell by cell
+    vertical: Mask
+
+
+def _ruled_grid(mask: Mask) -> _Ruling | None:
     """Row and column edges from ruled lines, and the mask of line pixels to erase."""
     height, width = mask.shape
     length = max(12, min(height, width) // 25)
     horizontal = _long_runs(mask, length)
-    vertical = _long_runs(mask.T, length).T
     across = _line_positions(horizontal, min_fraction=0.8)
-    down = _line_positions(vertical.T, min_fraction=0.8)
     strength_h = [_strength(horizontal, c) for c in across.centres]
-    strength_v = [_strength(vertical.T, c) for c in down.centres]
     row_lines = _regular(across.centres, strength_h)
+    if len(row_lines) < 2:
+        # No ruling across: a sheet of symbols separated by gaps, no need to look down.
+        return None
+    vertical = _long_runs(mask.T, length).T
+    down = _line_positions(vertical.T, min_fraction=0.8)
+    strength_v = [_strength(vertical.T, c) for c in down.centres]
     col_lines = _regular(down.centres, strength_v)
-    if len(row_lines) < 2 or len(col_lines) < 2:
+    if len(col_lines) < 2:
         return None
     ink_rows = mask.sum(axis=1).astype(np.float64)
     ink_cols = mask.sum(axis=0).astype(np.float64)
@@ -369,7 +418,34 @@ def _ruled_grid(mask: Mask) -> tuple[Ints, Ints, Mask] | None:
     for top, bottom, left, right in down.bands:
         area = np.s_[left:right, max(0, top - 1) : bottom + 1]
         line_pixels[area] |= vertical[area]
-    return row_edges, col_edges, line_pixels
+    return _Ruling(row_edges, col_edges, line_pixels, horizontal, vertical)
+
+
+def _follow_lines(runs: Mask, edges: Ints, across: Ints) -> Ints:
+    """Where each ruled line (at `edges` along axis 0 of `runs`) really lies in each segment
+    between `across` edges along axis 1: shape (len(edges), len(across) - 1).
+
+    A photo's lines are not parallel (keystone perspective, bowed hand ruling), so one edge
+    per line cuts the far cells through their neighbours' lines. Each line is looked for near
+    its global place, segment by segment; a segment where it is not seen keeps the global place.
+    """
+    size = runs.shape[0]
+    sums = np.zeros((size, runs.shape[1] + 1), dtype=np.int32)
+    np.cumsum(runs, axis=1, out=sums[:, 1:])
+    starts, ends = across[:-1], across[1:]
+    spans = np.maximum(ends - starts, 1)
+    per_segment = sums[:, ends] - sums[:, starts]  # (size, segments)
+    spacing = float(np.median(np.diff(edges))) if edges.size > 1 else float(size)
+    reach = max(2, round(0.25 * spacing))
+    offsets = np.arange(-reach, reach + 1)
+    rows = np.clip(edges[:, None] + offsets[None, :], 0, size - 1)  # (lines, window)
+    window = per_segment[rows].astype(np.float64)  # (lines, window, segments)
+    # A row of the line covers most of the segment; a glyph's bar covers a part of it.
+    weights = np.clip(window - 0.5 * spans[None, None, :], 0.0, None)
+    total = weights.sum(axis=1)
+    centre = (weights * rows[:, :, None]).sum(axis=1) / np.where(total > 0, total, 1.0)
+    followed = np.where(total > 0, np.rint(centre), edges[:, None])
+    return np.clip(followed, 0, size).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------- ink gaps
@@ -399,26 +475,27 @@ def _periodic_edges(profile: NDArray[np.float64], *, min_cell: int) -> Ints | No
     top = autocorrelation[candidates].max()
     period = float(candidates[np.flatnonzero(autocorrelation[candidates] >= 0.7 * top)[0]])
     positions = np.arange(size, dtype=np.float64)
-    best: tuple[float, float, float] | None = None
-    for trial in np.arange(period - 1.0, period + 1.0001, 0.05):
-        # Every phase at once: cuts (phases, k) where the profile is read.
-        phases = np.arange(0.0, trial, 0.5)[:, None]
-        cuts = phases + trial * np.arange(int(size // trial) + 1)[None, :]
-        inside = cuts < size
-        values = np.interp(np.where(inside, cuts, 0.0), positions, profile)
-        costs = (values * inside).sum(axis=1) / inside.sum(axis=1)
-        pick = int(np.argmin(costs))
-        if best is None or costs[pick] < best[0]:
-            best = (float(costs[pick]), float(trial), float(phases[pick, 0]))
-    assert best is not None
-    cost, period, phase = best
+    # Every trial period, phase and cut at once: cuts (trials, phases, k) where the profile is
+    # read; phases past a trial's own period are masked out.
+    trials = np.arange(period - 1.0, period + 1.0001, 0.05)
+    phases = np.arange(0.0, trials[-1], 0.5)
+    steps = np.arange(int(size // trials[0]) + 1)
+    cuts = phases[None, :, None] + trials[:, None, None] * steps[None, None, :]
+    inside = cuts < size
+    read = np.interp(np.where(inside, cuts, 0.0), positions, profile)
+    counts = inside.sum(axis=2)
+    costs = (read * inside).sum(axis=2) / np.maximum(counts, 1)
+    costs[phases[None, :] >= trials[:, None]] = np.inf
+    pick_trial, pick_phase = np.unravel_index(int(np.argmin(costs)), costs.shape)
+    cost = float(costs[pick_trial, pick_phase])
+    period, phase = float(trials[pick_trial]), float(phases[pick_phase])
     if cost > 0.35 * float(profile.mean()):
         return None
     inked = np.flatnonzero(profile > 0.05 * profile.max())
     first = phase + math.floor((inked[0] - phase) / period) * period
     last = phase + math.ceil((inked[-1] + 1 - phase) / period) * period
     count = max(1, round((last - first) / period))
-    edges = np.rint(first + period * np.arange(count + 1)).astype(np.int64)
+    edges: Ints = np.rint(first + period * np.arange(count + 1)).astype(np.int64)
     return np.clip(edges, 0, size)
 
 
@@ -484,18 +561,17 @@ def cut_sheet(
     if not mask.any() and (rows is None or cols is None):
         raise InvalidInput("blank_page", "the page holds no ink, so there is no grid to find")
     skew = estimate_skew(mask) if mask.any() else 0.0
-    ink = page.ink
+    ink, values = page.ink, page.values
     if abs(skew) >= MIN_SKEW_DEGREES:
-        ink = _rotate(ink, skew)
+        ink, values = _rotate(ink, skew), _rotate(values, skew)
         mask = ink > page.threshold
     height, width = ink.shape
     min_cell = PIPELINE.limits.min_cell_pixels
 
     ruled = _ruled_grid(mask) if mask.any() else None
-    line_pixels = ruled[2] if ruled is not None else None
     source = "given"
     if ruled is not None:
-        row_edges, col_edges = ruled[0], ruled[1]
+        row_edges, col_edges = ruled.row_edges, ruled.col_edges
         source = "ruled"
     else:
         gaps = _gap_grid(mask, max(min_cell, 6)) if mask.any() else None
@@ -518,12 +594,21 @@ def cut_sheet(
     found_rows, found_cols = len(row_edges) - 1, len(col_edges) - 1
     if rows is None or cols is None:
         _check_found_grid(row_edges, col_edges, width=width, height=height)
-    if line_pixels is not None and source == "ruled":
-        ink = np.where(line_pixels, 0.0, ink).astype(np.float32)
+    # Cell (r, c) spans rows tops[r, c]:tops[r + 1, c] and columns lefts[c, r]:lefts[c + 1, r].
+    tops = np.repeat(row_edges[:, None], found_cols, axis=1)
+    lefts = np.repeat(col_edges[:, None], found_rows, axis=1)
+    if ruled is not None and source == "ruled":
+        ink = np.where(ruled.line_pixels, 0.0, ink).astype(np.float32)
+        values = np.where(ruled.line_pixels, 0.0, values).astype(np.float32)
+        tops = _follow_lines(ruled.horizontal, row_edges, col_edges)
+        lefts = _follow_lines(ruled.vertical.T, col_edges, row_edges)
     return _cells(
         ink,
-        row_edges,
-        col_edges,
+        values,
+        tops,
+        lefts,
+        row_edges=row_edges,
+        col_edges=col_edges,
         threshold=page.threshold,
         square=square,
         source=source,
@@ -549,9 +634,12 @@ def _check_found_grid(row_edges: Ints, col_edges: Ints, *, width: int, height: i
 
 def _cells(
     ink: Gray,
+    values: Gray,
+    tops: Ints,
+    lefts: Ints,
+    *,
     row_edges: Ints,
     col_edges: Ints,
-    *,
     threshold: float,
     square: bool,
     source: str,
@@ -559,42 +647,46 @@ def _cells(
     rows: int,
     cols: int,
 ) -> Cutting:
-    boxes: list[tuple[int, int, int, int, int, int]] = []
-    for r in range(rows):
-        for c in range(cols):
-            top, bottom = int(row_edges[r]), int(row_edges[r + 1])
-            left, right = int(col_edges[c]), int(col_edges[c + 1])
-            if square:
-                side = min(bottom - top, right - left)
-                top += (bottom - top - side) // 2
-                left += (right - left - side) // 2
-                bottom, right = top + side, left + side
-            boxes.append((r, c, top, left, max(bottom, top + 1), max(right, left + 1)))
-    heights = np.array([b[4] - b[2] for b in boxes], dtype=np.int64)
-    widths = np.array([b[5] - b[3] for b in boxes], dtype=np.int64)
-    stack = np.zeros((len(boxes), int(heights.max()), int(widths.max())), dtype=np.float32)
+    # Per cell in reading order, as arrays: a sheet can hold thousands of cells.
+    top = tops[:-1].reshape(-1)
+    bottom = tops[1:].reshape(-1)
+    left = lefts[:-1].T.reshape(-1)
+    right = lefts[1:].T.reshape(-1)
+    if square:
+        side = np.minimum(bottom - top, right - left)
+        top = top + (bottom - top - side) // 2
+        left = left + (right - left - side) // 2
+        bottom, right = top + side, left + side
+    bottom = np.maximum(bottom, top + 1)
+    right = np.maximum(right, left + 1)
+    heights, widths = bottom - top, right - left
+    shape = (rows * cols, int(heights.max()), int(widths.max()))
     uniform = heights.min() == heights.max() and widths.min() == widths.max()
-    if uniform and not square and _contiguous(row_edges) and _contiguous(col_edges):
+    straight = bool((tops == tops[:, :1]).all() and (lefts == lefts[:, :1]).all())
+    if uniform and straight and not square and _contiguous(row_edges) and _contiguous(col_edges):
         # Equal cells tile the page: one reshape instead of thousands of slices.
-        h, w = int(heights[0]), int(widths[0])
-        top, left = int(row_edges[0]), int(col_edges[0])
-        block = ink[top : top + rows * h, left : left + cols * w]
-        stack[:] = block.reshape(rows, h, cols, w).transpose(0, 2, 1, 3).reshape(-1, h, w)
+        h, w = shape[1], shape[2]
+        first, start = int(row_edges[0]), int(col_edges[0])
+
+        def stacked(page: Gray) -> Gray:
+            block = page[first : first + rows * h, start : start + cols * w]
+            return block.reshape(rows, h, cols, w).transpose(0, 2, 1, 3).reshape(-1, h, w)
+
+        stack, value_stack = stacked(ink), stacked(values)
     else:
-        for index, (_, _, top, left, bottom, right) in enumerate(boxes):
-            stack[index, : bottom - top, : right - left] = ink[top:bottom, left:right]
+        stack = np.zeros(shape, dtype=np.float32)
+        value_stack = np.zeros(shape, dtype=np.float32)
+        for index in range(rows * cols):
+            area = np.s_[top[index] : bottom[index], left[index] : right[index]]
+            stack[index, : heights[index], : widths[index]] = ink[area]
+            value_stack[index, : heights[index], : widths[index]] = values[area]
     cleaned, present = clean_ink(
-        stack, heights, widths, threshold=threshold, ruled=source != "gaps"
+        stack, heights, widths, threshold=threshold, ruled=source != "gaps", values=value_stack
     )
-    tiles = [
-        Tile(row=r, col=c, pixels=cleaned[index, : heights[index], : widths[index]])
-        for index, (r, c, *_) in enumerate(boxes)
-    ]
-    empty = [(b[0], b[1]) for b, p in zip(boxes, present, strict=True) if not p]
+    empty = [divmod(int(index), cols) for index in np.flatnonzero(~present)]
     return Cutting(
         rows=rows,
         cols=cols,
-        tiles=tiles,
         empty=empty,
         grid_source=source,
         skew_degrees=skew,
@@ -602,6 +694,8 @@ def _cells(
         col_edges=[int(v) for v in col_edges],
         _ink=cleaned,
         _present=present,
+        _heights=heights,
+        _widths=widths,
     )
 
 
@@ -666,7 +760,7 @@ def find_symbols(image: Gray) -> Reading:
     return Reading(symbols, stack)
 
 
-_Box = list  # [left, top, right, bottom, [component labels]]
+_Box = list[Any]  # [left, top, right, bottom, [component labels]]
 
 
 def _group_stacked(boxes: list[_Box]) -> list[_Box]:
