@@ -47,7 +47,8 @@ class SyntheticSheet:
 
 
 def _bytes(image: NDArray[np.float32]) -> NDArray[np.uint8]:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    scaled: NDArray[np.uint8] = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    return scaled
 
 
 def _png(image: NDArray[np.float32]) -> bytes:
@@ -154,7 +155,12 @@ def make_sheet(
     photo = photo.rotate(rotation, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=255)
     if style.perspective > 0:
         shift = style.perspective * min(width, height)
-        corners = [(0, 0), (width, 0), (width, height), (0, height)]
+        corners = [
+            (0.0, 0.0),
+            (float(width), 0.0),
+            (float(width), float(height)),
+            (0.0, float(height)),
+        ]
         moved = [
             (x + rng.uniform(-shift, shift), y + rng.uniform(-shift, shift)) for x, y in corners
         ]

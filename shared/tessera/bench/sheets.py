@@ -11,12 +11,13 @@ import io
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from tessera.imaging import decode_image, to_vector
+from tessera.imaging import decode_image, to_vectors
 from tessera.local.samples import data_dir, mnist, sklearn_digits
 from tessera.segmentation import cut_sheet
 from tessera.synthetic import SheetStyle, make_sheet
@@ -46,11 +47,11 @@ def tessera_way(data: bytes) -> int:
     """Decode, find the grid, cut, clean and normalize every cell in one call; vectors out."""
     cutting = cut_sheet(decode_image(data))
     normalized, present = cutting.normalized()
-    vectors = np.stack([to_vector(tile) for tile in normalized[present]])
+    vectors = to_vectors(normalized[present])
     return int(vectors.shape[0])
 
 
-def _best_of(runs: int, work: callable) -> float:  # type: ignore[valid-type]
+def _best_of(runs: int, work: Callable[[], object]) -> float:
     best = float("inf")
     for _ in range(runs):
         start = time.perf_counter()
