@@ -46,6 +46,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line, rule, *body])
 
 
+def epoch_budget(spec: str | None, family: str) -> int | None:
+    if not spec:
+        return None
+    if spec.isdigit():
+        return int(spec)
+    budgets = dict(item.split("=", 1) for item in spec.split(","))
+    return int(budgets[family]) if family in budgets else None
+
+
 def bench_families(
     families: list[str], mnist_dir: Path, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
@@ -61,8 +70,8 @@ def bench_families(
     for family in families:
         options = FitOptions(
             seed=args.seed,
-            epochs=args.epochs,
-            search="halving" if family == "mlp" else "none",
+            epochs=epoch_budget(args.epochs, family),
+            search=args.mlp_search if family == "mlp" else "none",
             search_rows=args.search_rows,
             jobs=args.jobs,
         )
@@ -148,7 +157,16 @@ def main(argv: list[str]) -> int:
         "--no-search-compare", action="store_true", help="skip the exhaustive-vs-halving run"
     )
     parser.add_argument("--train-limit", type=int, help="MNIST training rows (default: all)")
-    parser.add_argument("--epochs", type=int, help="override each family's epoch budget")
+    parser.add_argument(
+        "--epochs",
+        help="override epoch budgets: N for every family, or e.g. 'cnn-strong=8,dense=20'",
+    )
+    parser.add_argument(
+        "--mlp-search",
+        default="halving",
+        choices=["none", "halving"],
+        help="pick the MLP's hyper-parameters by the job's search on --search-rows rows first",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
