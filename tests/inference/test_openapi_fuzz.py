@@ -9,6 +9,7 @@ test, and any HTTP method schemathesis tries reaches it."""
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
@@ -38,7 +39,8 @@ INFERENCE_PATHS = ("/health", "/models", "/predict", "/similar")
 schema = schemathesis.openapi.from_path(DOCUMENT)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-    max_examples=25,
+    # Enough to keep the suite fast; TESSERA_FUZZ_EXAMPLES=1000 for a deeper run.
+    max_examples=int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "40")),
     deterministic=True,
     # The API key is API Gateway's to check; the function (and the local API) never see it.
     with_security_parameters=False,
