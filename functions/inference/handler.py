@@ -11,6 +11,7 @@ The API is described in docs/openapi.yaml; every client mistake is a 4xx with a 
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +40,7 @@ app = APIGatewayRestResolver()
 # Model names come from callers: keep a bounded number of registries (and their sessions).
 MAX_CACHED_MODELS = 8
 _caches: OrderedDict[str, ModelCache] = OrderedDict()
+_caches_lock = threading.Lock()
 _catalog: list[ModelCatalog] = []
 _STATUS_BY_CODE = {
     "body_too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -93,15 +95,19 @@ def _internal_error(error: Exception) -> Response[str]:
 
 
 def cache_for(name: str) -> ModelCache:
-    cache = _caches.get(name)
-    if cache is None:
-        settings = FunctionSettings.from_env()
-        registry = ModelRegistry(ObjectStore(bucket=settings.bucket), name)
-        cache = ModelCache(registry=registry, ttl_seconds=settings.champion_ttl_seconds)
-        _caches[name] = cache
-        while len(_caches) > MAX_CACHED_MODELS:
-            _caches.popitem(last=False)
-    return cache
+    # Lambda runs one request at a time, the local API one per thread: guard the LRU for both.
+    with _caches_lock:
+        cache = _caches.get(name)
+        if cache is None:
+            settings = FunctionSettings.from_env()
+            registry = ModelRegistry(ObjectStore(bucket=settings.bucket), name)
+            cache = ModelCache(registry=registry, ttl_seconds=settings.champion_ttl_seconds)
+            _caches[name] = cache
+            while len(_caches) > MAX_CACHED_MODELS:
+                _caches.popitem(last=False)
+        else:
+            _caches.move_to_end(name)
+        return cache
 
 
 def catalog() -> ModelCatalog:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from functions.inference import handler as inference
 from tessera.imaging import decode_image, encode_png
 from tessera.registry import ModelRegistry
 from tessera.serving import ModelCache, ModelNotFound
@@ -188,3 +189,13 @@ def test_a_model_without_a_champion_is_remembered_for_the_ttl(served: Served) ->
         with pytest.raises(ModelNotFound):
             cache.get()
     assert registry.champion_reads == 1
+
+
+def test_caller_chosen_model_names_keep_a_bounded_cache(served: Served, call: Call) -> None:
+    # GIVEN a caller cycling through many model names that do not exist
+    for index in range(3 * inference.MAX_CACHED_MODELS):
+        reply = call("POST", "/predict", json_body={"pixels": [0] * 784, "model": f"m{index}"})
+        assert reply.status == 404
+    # THEN the function keeps only the most recent few, and the real model still answers
+    assert len(inference._caches) == inference.MAX_CACHED_MODELS
+    assert call("POST", "/predict", json_body={"pixels": [0] * 784}).status == 200
