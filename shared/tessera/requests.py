@@ -31,7 +31,8 @@ MAX_SIMILAR_INSTANCES = 32
 MAX_K = 100
 DEFAULT_TOP_K = 3
 DEFAULT_SIMILAR_K = 10
-IMAGE_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "application/octet-stream"})
+# The types API Gateway passes base64-encoded: the raw-image bodies.
+IMAGE_CONTENT_TYPES = frozenset(PIPELINE.binary_media_types)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _INPUT_FIELDS = frozenset({"image", "pixels"})

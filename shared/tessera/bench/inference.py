@@ -52,6 +52,8 @@ LAMBDA_PYTHON_VERSION = "3.12"
 # The same platforms and flags infra/bundling.py gives pip for every function bundle.
 LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 HIDDEN = 128
+# What infra/bundling.py leaves out of every function's copy of the library.
+LIBRARY_EXCLUDES = ("local", "cli.py", "bench", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -470,7 +472,7 @@ def _bundle_size() -> list[Figure]:
         shutil.copytree(
             library,
             bundle / "tessera",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local", "cli.py"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LIBRARY_EXCLUDES),
         )
         unzipped = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
         archive = Path(folder) / "bundle.zip"
