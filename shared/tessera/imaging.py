@@ -71,12 +71,21 @@ def _to_gray(image: Image.Image) -> Gray:
         top = float(array.max()) or 1.0
         scaled: Gray = np.clip(array / (65535.0 if top > 255 else 255.0), 0.0, 1.0)
         return scaled.astype(np.float32)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    opaque = image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] == 255
+    if opaque:
+        # Many PNGs carry an alpha channel that is opaque everywhere: nothing to composite.
+        image = image.convert("L")
+    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels are paper, not ink: composite onto white first.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    gray = image if image.mode == "L" else image.convert("L")
+    # Scaled in place: a camera photo is tens of megabytes as float32, and a Lambda's memory
+    # is counted at its peak.
+    pixels = np.asarray(gray, dtype=np.float32)
+    pixels *= np.float32(1.0 / 255.0)
+    return pixels
 
 
 def encode_png(pixels: Gray) -> bytes:

@@ -125,8 +125,11 @@ def _working_size(gray: Gray) -> tuple[Gray, float]:
     factor = math.ceil(max(height, width) / WORKING_SIDE)
     if factor <= 1:
         return gray, 1.0
-    reduced = Image.fromarray(gray, mode="F").reduce(factor)
-    return np.asarray(reduced, dtype=np.float32), 1.0 / factor
+    # A box mean over whole blocks, straight from the array: no second full-size copy.
+    rows, cols = height // factor, width // factor
+    blocks = gray[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor)
+    reduced = blocks.mean(axis=(1, 3), dtype=np.float32)
+    return reduced, 1.0 / factor
 
 
 def _block_level(gray: Gray, block: int, quantile: float) -> Gray:
@@ -208,14 +211,35 @@ def prepare_page(gray: Gray) -> Page:
 # --------------------------------------------------------------------------------- deskewing
 
 
-def estimate_skew(mask: Mask) -> float:
-    """The rotation in degrees (counter-clockwise, as Pillow's `rotate` takes it) that makes
-    the page's rows of ink and ruled lines level: the angle with the sharpest projections."""
+@dataclass(frozen=True)
+class Tilt:
+    """How the page's rows and columns lean, in degrees: `rows` is the angle of its rows of
+    ink and horizontal lines, `cols` that of its columns and vertical lines (the same angle
+    for a page that is only rotated; different under keystone perspective or a stretched
+    photo, where the grid is sheared)."""
+
+    rows: float
+    cols: float
+
+    @property
+    def degrees(self) -> float:
+        """The rotation (counter-clockwise, as Pillow's `rotate` takes it) that levels rows."""
+        return -self.rows
+
+
+# An axis gets its own angle when that sharpens its projection this much over the shared one;
+# below it, an axis with little structure (one row of symbols has no columns to speak of)
+# follows the other.
+_OWN_ANGLE_GAIN = 0.02
+
+
+def estimate_tilt(mask: Mask) -> Tilt:
+    """The page's lean: the angles at which its row and column projections are sharpest."""
     height, width = mask.shape
     step = max(1, round(max(height, width) / 800))
     ys, xs = np.nonzero(mask[::step, ::step])
     if ys.size < 20:
-        return 0.0
+        return Tilt(0.0, 0.0)
     if ys.size > 60_000:
         # An even thinning keeps the projections' shape at a fraction of the cost.
         keep = slice(None, None, -(-ys.size // 60_000))
@@ -223,29 +247,53 @@ def estimate_skew(mask: Mask) -> float:
     y = ys.astype(np.float64) - ys.mean()
     x = xs.astype(np.float64) - xs.mean()
 
-    def sharpness(degrees: float) -> float:
+    def sharpness(degrees: float, axis: int) -> float:
         angle = math.radians(degrees)
         cos, sin = math.cos(angle), math.sin(angle)
-        score = 0.0
-        for coordinate in (y * cos + x * sin, x * cos - y * sin):
-            bins = np.rint(coordinate - coordinate.min()).astype(np.int64)
-            counts = np.bincount(bins).astype(np.float64)
-            score += float((counts * counts).sum())
-        return score
+        coordinate = y * cos + x * sin if axis == 0 else x * cos - y * sin
+        bins = np.rint(coordinate - coordinate.min()).astype(np.int64)
+        counts = np.bincount(bins).astype(np.float64)
+        return float((counts * counts).sum())
+
+    def refine(centre: float, axes: tuple[int, ...]) -> tuple[float, dict[int, float]]:
+        fine = np.arange(centre - 0.5, centre + 0.5 + 1e-9, 0.1)
+        scores = np.array([[sharpness(a, axis) for axis in axes] for a in fine])
+        pick = int(np.argmax(scores.sum(axis=1)))
+        return float(fine[pick]), {axis: float(scores[pick, k]) for k, axis in enumerate(axes)}
 
     coarse = np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-9, 0.5)
-    best = float(coarse[int(np.argmax([sharpness(a) for a in coarse]))])
-    fine = np.arange(best - 0.5, best + 0.5 + 1e-9, 0.1)
-    best = float(fine[int(np.argmax([sharpness(a) for a in fine]))])
-    # The sharpest projection is at the page's own tilt; undoing it turns the other way.
-    return -best
+    scores = np.array([[sharpness(a, 0), sharpness(a, 1)] for a in coarse])
+    shared, at_shared = refine(float(coarse[int(np.argmax(scores.sum(axis=1)))]), (0, 1))
+    angles = []
+    for axis in (0, 1):
+        own, at_own = refine(float(coarse[int(np.argmax(scores[:, axis]))]), (axis,))
+        gain = at_own[axis] / max(at_shared[axis], 1.0) - 1.0
+        angles.append(own if gain >= _OWN_ANGLE_GAIN else shared)
+    return Tilt(round(angles[0], 2), round(angles[1], 2))
 
 
-def _rotate(ink: Gray, degrees: float) -> Gray:
-    rotated = Image.fromarray(ink, mode="F").rotate(
-        degrees, resample=Image.Resampling.BILINEAR, fillcolor=0.0
+def estimate_skew(mask: Mask) -> float:
+    """The rotation in degrees (counter-clockwise, as Pillow's `rotate` takes it) that makes
+    the page's rows of ink and ruled lines level."""
+    return estimate_tilt(mask).degrees
+
+
+def _level(ink: Gray, tilt: Tilt) -> Gray:
+    """Turn rows and columns upright about the page centre: a rotation when both lean alike,
+    a shear correction when they do not. New coordinates are the projections that were
+    sharpest: x' = x cos(c) - y sin(c), y' = x sin(r) + y cos(r)."""
+    r, c = math.radians(tilt.rows), math.radians(tilt.cols)
+    det = math.cos(r - c)
+    height, width = ink.shape
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    # Pillow's affine maps each output pixel (x', y') back to its input (x, y).
+    a, b = math.cos(r) / det, math.sin(c) / det
+    d, e = -math.sin(r) / det, math.cos(c) / det
+    data = (a, b, cx - a * cx - b * cy, d, e, cy - d * cx - e * cy)
+    levelled = Image.fromarray(ink, mode="F").transform(
+        (width, height), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR
     )
-    return np.asarray(rotated, dtype=np.float32)
+    return np.asarray(levelled, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------ ruled lines
@@ -560,10 +608,11 @@ def cut_sheet(
     mask = page.mask
     if not mask.any() and (rows is None or cols is None):
         raise InvalidInput("blank_page", "the page holds no ink, so there is no grid to find")
-    skew = estimate_skew(mask) if mask.any() else 0.0
+    tilt = estimate_tilt(mask) if mask.any() else Tilt(0.0, 0.0)
+    skew = tilt.degrees
     ink, values = page.ink, page.values
-    if abs(skew) >= MIN_SKEW_DEGREES:
-        ink, values = _rotate(ink, skew), _rotate(values, skew)
+    if max(abs(tilt.rows), abs(tilt.cols)) >= MIN_SKEW_DEGREES:
+        ink, values = _level(ink, tilt), _level(values, tilt)
         mask = ink > page.threshold
     height, width = ink.shape
     min_cell = PIPELINE.limits.min_cell_pixels
