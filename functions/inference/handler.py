@@ -49,6 +49,12 @@ _STATUS_BY_CODE = {
 
 
 def _error(status: HTTPStatus, code: str, message: str) -> Response[str]:
+    if status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        # The code and path say what went wrong; the body is never logged (it is a user's image).
+        logger.info(
+            "request refused",
+            extra={"status": int(status), "code": code, "path": app.current_event.path},
+        )
     return Response(
         status_code=status,
         content_type="application/json",

@@ -161,3 +161,21 @@ def test_a_valid_request_next_to_the_bad_ones_still_succeeds(
     for path in ("/predict", "/similar"):
         assert call("POST", path, json_body={"image": _b64(INK_PNG)}).status == 200
         assert call("POST", path, body=INK_PNG, content_type="image/png").status == 200
+
+
+def test_a_refusal_is_logged_with_its_code_but_not_the_body(
+    served_once: Served, call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    from functions.inference.handler import logger
+
+    logger.setLevel("INFO")
+    try:
+        with caplog.at_level("INFO", logger="inference"):
+            reply = call("POST", "/predict", json_body={"pixels": [999] * 784})
+    finally:
+        logger.setLevel("WARNING")
+    assert reply.status == 400
+    refused = [record for record in caplog.records if record.getMessage() == "request refused"]
+    assert len(refused) == 1
+    assert (refused[0].code, refused[0].status) == ("bad_pixels", 400)  # type: ignore[attr-defined]
+    assert "999" not in str(vars(refused[0]))
