@@ -67,6 +67,8 @@ class Limits:
     max_label_length: int = 32
     max_api_body_bytes: int = 6 * 1024 * 1024
     max_api_instances: int = 1_000
+    max_api_image_pixels: int = 16_000_000
+    max_similar_instances: int = 32
 
 
 @dataclass(frozen=True, kw_only=True)

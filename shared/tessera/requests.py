@@ -25,9 +25,9 @@ from tessera.sheets import validate_dataset_name
 
 # One symbol per image: a 4,000 x 4,000 photo is already far more than a symbol needs, and the
 # limit bounds the memory a small compressed image (a "bomb") can make the function allocate.
-MAX_API_IMAGE_PIXELS = 16_000_000
+MAX_API_IMAGE_PIXELS = PIPELINE.limits.max_api_image_pixels
 # /similar scores every query against every training row: (queries x rows) floats.
-MAX_SIMILAR_INSTANCES = 32
+MAX_SIMILAR_INSTANCES = PIPELINE.limits.max_similar_instances
 MAX_K = 100
 DEFAULT_TOP_K = 3
 DEFAULT_SIMILAR_K = 10

@@ -57,6 +57,13 @@ def proxy_event(
     }
 
 
+class _Server(ThreadingHTTPServer):
+    # listen()'s backlog: the default of 5 resets connections when dozens of clients connect
+    # at once, which API Gateway never does. A class attribute: listen() runs in __init__.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class LocalApi:
     def __init__(
         self,
@@ -120,10 +127,12 @@ class LocalApi:
                 self.end_headers()
                 self.wfile.write(data)
 
+            # Every method reaches the handler, which answers JSON (a 404/405) for what it
+            # does not route, instead of http.server's HTML 501.
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+            do_HEAD = do_OPTIONS = do_TRACE = _serve
 
-        self.server = ThreadingHTTPServer((host, port), RequestHandler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), RequestHandler)
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="local-api", daemon=True
         )
