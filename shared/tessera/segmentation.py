@@ -247,26 +247,35 @@ def estimate_tilt(mask: Mask) -> Tilt:
     y = ys.astype(np.float64) - ys.mean()
     x = xs.astype(np.float64) - xs.mean()
 
-    def sharpness(degrees: float, axis: int) -> float:
+    def sharpness(degrees: float, axis: int, thin: int = 1) -> float:
+        # The coarse search only has to land within half a degree: a quarter of the points
+        # does that; the fine search uses them all.
         angle = math.radians(degrees)
         cos, sin = math.cos(angle), math.sin(angle)
-        coordinate = y * cos + x * sin if axis == 0 else x * cos - y * sin
+        ys, xs = y[::thin], x[::thin]
+        coordinate = ys * cos + xs * sin if axis == 0 else xs * cos - ys * sin
         bins = np.rint(coordinate - coordinate.min()).astype(np.int64)
         counts = np.bincount(bins).astype(np.float64)
         return float((counts * counts).sum())
 
+    def sharpest(angles: NDArray[np.float64], scores: NDArray[np.float64], prefer: float) -> int:
+        # A sparse page scores several angles alike: of the ties, the least turn is taken, so
+        # a straight page is not resampled for nothing.
+        ties = np.flatnonzero(scores >= scores.max() * (1 - 1e-9))
+        return int(ties[np.argmin(np.abs(angles[ties] - prefer))])
+
     def refine(centre: float, axes: tuple[int, ...]) -> tuple[float, dict[int, float]]:
-        fine = np.arange(centre - 0.5, centre + 0.5 + 1e-9, 0.1)
+        fine = np.round(np.arange(centre - 0.5, centre + 0.5 + 1e-9, 0.1), 2)
         scores = np.array([[sharpness(a, axis) for axis in axes] for a in fine])
-        pick = int(np.argmax(scores.sum(axis=1)))
+        pick = sharpest(fine, scores.sum(axis=1), centre)
         return float(fine[pick]), {axis: float(scores[pick, k]) for k, axis in enumerate(axes)}
 
     coarse = np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-9, 0.5)
-    scores = np.array([[sharpness(a, 0), sharpness(a, 1)] for a in coarse])
-    shared, at_shared = refine(float(coarse[int(np.argmax(scores.sum(axis=1)))]), (0, 1))
+    scores = np.array([[sharpness(a, 0, thin=4), sharpness(a, 1, thin=4)] for a in coarse])
+    shared, at_shared = refine(float(coarse[sharpest(coarse, scores.sum(axis=1), 0.0)]), (0, 1))
     angles = []
     for axis in (0, 1):
-        own, at_own = refine(float(coarse[int(np.argmax(scores[:, axis]))]), (axis,))
+        own, at_own = refine(float(coarse[sharpest(coarse, scores[:, axis], shared)]), (axis,))
         gain = at_own[axis] / max(at_shared[axis], 1.0) - 1.0
         angles.append(own if gain >= _OWN_ANGLE_GAIN else shared)
     return Tilt(round(angles[0], 2), round(angles[1], 2))
@@ -308,6 +317,12 @@ def _long_runs(mask: Mask, length: int) -> Mask:
     slack = mask.copy()
     slack[1:] |= mask[:-1]
     slack[:-1] |= mask[1:]
+    # A run of `length` fully covers at least one aligned block of half that length: a page
+    # of small symbols and no lines is answered from the blocks alone.
+    block = max(1, length // 2)
+    blocks = slack[:, : width // block * block].reshape(height, -1, block)
+    if not blocks.all(axis=2).any():
+        return np.zeros_like(mask)
     sums = np.zeros((height, width + 1), dtype=np.int32)
     np.cumsum(slack, axis=1, out=sums[:, 1:])
     window_full = (sums[:, length:] - sums[:, :-length]) == length  # window [x, x+length)
@@ -323,8 +338,6 @@ def _long_runs(mask: Mask, length: int) -> Mask:
 @dataclass(frozen=True)
 class _Lines:
     centres: list[float]
-    # Where each line's pixels lie: (first row, end row, first column, end column) per strip.
-    bands: list[tuple[int, int, int, int]]
 
 
 def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
@@ -334,20 +347,31 @@ def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
     that keystone perspective leaves tilted (differently at the top and bottom of a photo) is
     still found as one line.
     """
+    per_column = runs.sum(axis=0)
+    total = int(per_column.sum())
+    if total == 0:
+        return _Lines([])
     # A line a little off level spreads over a few rows: count the columns it covers within a
-    # seven-row window. Strokes of symbols cover only their own cells' width, a line the page's.
-    window = runs.copy()
-    for shift in (1, 2, 3):
-        window[shift:] |= runs[:-shift]
-        window[:-shift] |= runs[shift:]
-    extent_cols = np.flatnonzero(runs.any(axis=0))
-    if extent_cols.size == 0:
-        return _Lines([], [])
-    span = int(extent_cols[-1] + 1 - extent_cols[0])
+    # window of rows. Strokes of symbols cover only their own cells' width, a line the page's.
+    # Keystone leaves the far lines leaning by a degree or two more than the page's own tilt,
+    # so the window grows with the line spacing, staying well short of the next line.
+    spacing = _line_spacing(runs.sum(axis=1).astype(np.float64))
+    reach = int(np.clip(round(0.12 * spacing), 3, 12)) if spacing else 3
+    sums = np.zeros((runs.shape[0] + 2 * reach + 1, runs.shape[1]), dtype=np.int32)
+    np.cumsum(runs, axis=0, out=sums[reach + 1 : reach + 1 + runs.shape[0]])
+    sums[reach + 1 + runs.shape[0] :] = sums[reach + runs.shape[0]]
+    window = (sums[2 * reach + 1 :] - sums[: runs.shape[0]]) > 0
+    # The ruling's extent from where the long runs mostly are: a stray run from a heading,
+    # a page edge or a shadow would otherwise stretch the strips past the lines' ends, and
+    # the lines would cover too little of them.
+    cumulative = np.cumsum(per_column)
+    first = int(np.searchsorted(cumulative, 0.01 * total, side="right"))
+    last = int(np.searchsorted(cumulative, 0.99 * total, side="left"))
+    span = last + 1 - first
     # Strips long enough to span several cells: within one cell a column of "1"s covers as
     # much of a strip as a line does.
     strips = int(np.clip(span // 200, 2, 6))
-    bounds = np.linspace(extent_cols[0], extent_cols[-1] + 1, strips + 1).round().astype(int)
+    bounds = np.linspace(first, last + 1, strips + 1).round().astype(int)
     found: list[tuple[float, int, int, int]] = []  # centre, strip, band start, band end
     for strip in range(strips):
         left, right = int(bounds[strip]), int(bounds[strip + 1])
@@ -357,9 +381,9 @@ def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
         strong = coverage >= (right - left) * min_fraction
         profile = runs[:, left:right].sum(axis=1).astype(np.float64)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], strong.astype(np.int8), [0]])))
-        # A ruled line is thin: seven rows of window plus its width and a little tilt. A band
-        # as tall as a row of symbols is symbols that happen to touch.
-        tallest = 8 + 0.03 * runs.shape[0]
+        # A ruled line is thin: the window plus its width and a little tilt. A band as tall
+        # as a row of symbols is symbols that happen to touch.
+        tallest = 2 * reach + 2 + 0.03 * runs.shape[0]
         for start, end in zip(edges[::2], edges[1::2], strict=True):
             weights = profile[start:end]
             if weights.sum() > 0 and end - start <= tallest:
@@ -367,16 +391,39 @@ def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
                 found.append((centre, strip, int(start), int(end)))
     found.sort()
     centres: list[float] = []
-    bands: list[tuple[int, int, int, int]] = []
     chain: list[tuple[float, int, int, int]] = []
     for item in [*found, (float("inf"), -1, 0, 0)]:
-        if chain and item[0] - chain[-1][0] > 8.0:
+        if chain and item[0] - chain[-1][0] > max(8.0, 2.0 * reach + 2):
             if len({member[1] for member in chain}) * 2 > strips:
                 centres.append(float(np.mean([member[0] for member in chain])))
-                bands.extend((m[2], m[3], int(bounds[m[1]]), int(bounds[m[1] + 1])) for m in chain)
             chain = []
         chain.append(item)
-    return _Lines(centres, bands)
+    return _Lines(centres)
+
+
+def _line_spacing(profile: NDArray[np.float64]) -> float | None:
+    """The usual distance between ruled lines from the long runs' profile across them (its
+    first strong autocorrelation peak), or None when the profile has no clear period."""
+    size = profile.size
+    if size < 32 or profile.sum() <= 0:
+        return None
+    centred = profile - profile.mean()
+    spectrum = np.fft.rfft(centred, n=2 * size)
+    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[:size]
+    if autocorrelation[0] <= 0:
+        return None
+    autocorrelation /= autocorrelation[0]
+    values = autocorrelation[8 : size // 2]
+    if values.size < 3:
+        return None
+    peaks = np.flatnonzero(
+        (values[1:-1] > values[:-2]) & (values[1:-1] >= values[2:]) & (values[1:-1] > 0.2)
+    )
+    if peaks.size == 0:
+        return None
+    strongest = values[1:-1][peaks].max()
+    first = peaks[np.flatnonzero(values[1:-1][peaks] >= 0.7 * strongest)[0]]
+    return float(first + 9)
 
 
 def _regular(centres: list[float], strengths: list[float]) -> list[float]:
@@ -433,7 +480,6 @@ def _strength(runs: Mask, centre: float) -> float:
 class _Ruling:
     row_edges: Ints
     col_edges: Ints
-    line_pixels: Mask  # pixels of ruled lines, to erase
     horizontal: Mask  # long horizontal runs, where the row lines are followed cell by cell
     vertical: Mask
 
@@ -459,14 +505,33 @@ def _ruled_grid(mask: Mask) -> _Ruling | None:
     ink_cols = mask.sum(axis=0).astype(np.float64)
     row_edges = _edges_from_lines(row_lines, height, ink_rows)
     col_edges = _edges_from_lines(col_lines, width, ink_cols)
-    line_pixels = np.zeros_like(mask)
-    for top, bottom, left, right in across.bands:
-        area = np.s_[max(0, top - 1) : bottom + 1, left:right]
-        line_pixels[area] |= horizontal[area]
-    for top, bottom, left, right in down.bands:
-        area = np.s_[left:right, max(0, top - 1) : bottom + 1]
-        line_pixels[area] |= vertical[area]
-    return _Ruling(row_edges, col_edges, line_pixels, horizontal, vertical)
+    return _Ruling(row_edges, col_edges, horizontal, vertical)
+
+
+# Ruled-line pixels are erased this far either side of where a line was followed in a cell:
+# a ruled line's own width, not a window that would reach into the cells' symbols.
+LINE_HALF_WIDTH = 4
+
+
+def _along_lines(runs: Mask, followed: Ints, across: Ints) -> Mask:
+    """The pixels of long runs within LINE_HALF_WIDTH of each line where it was followed,
+    segment by segment (`followed` as `_follow_lines` gives it)."""
+    lines = np.zeros_like(runs)
+    size = runs.shape[0]
+    # The outer segments reach past the outer lines, where keystoned cells stick out.
+    starts = across[:-1].copy()
+    ends = across[1:].copy()
+    starts[0] = max(0, int(starts[0]) - 4 * LINE_HALF_WIDTH)
+    ends[-1] = int(ends[-1]) + 4 * LINE_HALF_WIDTH
+    for line in range(followed.shape[0]):
+        for segment in range(followed.shape[1]):
+            centre = int(followed[line, segment])
+            area = np.s_[
+                max(0, centre - LINE_HALF_WIDTH) : min(size, centre + LINE_HALF_WIDTH + 1),
+                int(starts[segment]) : int(ends[segment]),
+            ]
+            lines[area] |= runs[area]
+    return lines
 
 
 def _follow_lines(runs: Mask, edges: Ints, across: Ints) -> Ints:
@@ -647,10 +712,12 @@ def cut_sheet(
     tops = np.repeat(row_edges[:, None], found_cols, axis=1)
     lefts = np.repeat(col_edges[:, None], found_rows, axis=1)
     if ruled is not None and source == "ruled":
-        ink = np.where(ruled.line_pixels, 0.0, ink).astype(np.float32)
-        values = np.where(ruled.line_pixels, 0.0, values).astype(np.float32)
         tops = _follow_lines(ruled.horizontal, row_edges, col_edges)
         lefts = _follow_lines(ruled.vertical.T, col_edges, row_edges)
+        line_pixels = _along_lines(ruled.horizontal, tops, col_edges)
+        line_pixels |= _along_lines(ruled.vertical.T, lefts, row_edges).T
+        ink = np.where(line_pixels, 0.0, ink).astype(np.float32)
+        values = np.where(line_pixels, 0.0, values).astype(np.float32)
     return _cells(
         ink,
         values,
