@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-GOALS = {"mlp": 0.980, "dense": 0.978, "cnn": 0.993, "cnn-strong": 0.993}
+# The CNN goal (99.3%) is the strong variant's; the reference CNN is shown as the baseline.
+GOALS: dict[str, float | None] = {"mlp": 0.980, "dense": 0.978, "cnn": None, "cnn-strong": 0.993}
 REFERENCE = {
     "mlp": "reference grid MLP (1 hidden layer <= 300), scaler in the pipeline",
     "dense": "reference notebook: Dense 128-32-N, Adam, 25 epochs",
@@ -202,8 +203,8 @@ def main(argv: list[str]) -> int:
                         r["family"],
                         REFERENCE[r["family"]],
                         f"{100 * r['test_accuracy']:.2f}%",
-                        f">= {100 * r['goal']:.1f}%",
-                        "yes" if r["test_accuracy"] >= r["goal"] else "NO",
+                        f">= {100 * r['goal']:.1f}%" if r["goal"] else "baseline",
+                        ("yes" if r["test_accuracy"] >= r["goal"] else "NO") if r["goal"] else "",
                         f"{r['seconds']:.0f}",
                         f"{r['epochs_run']} ({r['best_epoch']})",
                         f"{'pass' if r['parity']['passed'] else 'FAIL'} "
