@@ -271,10 +271,7 @@ def run(args: argparse.Namespace, store: ObjectStore, run_id: str) -> dict[str, 
 
     results = []
     for rank, candidate in enumerate(candidates):
-        version = new_version(data.train.fingerprint)
-        if len(candidates) > 1:
-            # Same data, same second: the family's hash keeps the versions apart.
-            version += hashlib.sha256(candidate.model.family.encode()).hexdigest()[:4]
+        version = unused_version(registry, data.train.fingerprint)
         metrics = base_metrics(candidate, model_name, version, run_id, train, test, evaluation)
         config = {
             "run_id": run_id,
@@ -361,6 +358,16 @@ def run(args: argparse.Namespace, store: ObjectStore, run_id: str) -> dict[str, 
             for r in results
         ]
     return summary
+
+
+def unused_version(registry: ModelRegistry, fingerprint: str) -> str:
+    """A new version name: two runs on the same data in the same second (a retry, --family all)
+    must never write into each other's folder, least of all the champion's."""
+    for _ in range(10):
+        version = new_version(fingerprint) + uuid.uuid4().hex[:4]
+        if registry.store.head(registry.key(version, MODEL_FILE)) is None:
+            return version
+    raise TrainingError("version_collision", f"no unused version name for {fingerprint}")
 
 
 @dataclass(frozen=True)
