@@ -214,3 +214,21 @@ def test_family_all_registers_every_family_and_promotes_only_the_best(
     registry = ModelRegistry(store, "digits")
     assert registry.champion()["version"] == best["version"] == result["version"]  # type: ignore[index]
     assert len(registry.versions()) == 4
+
+
+@pytest.mark.slow
+def test_a_searched_mlp_reports_its_candidates(store: ObjectStore, digits: Glyphs) -> None:
+    fill(store, digits, "digits")
+    code, result = train("--dataset", "digits", "--search", "halving", "--epochs", "20")
+    assert code == 0, result
+    assert result["search"]["strategy"] == "halving" and result["search"]["fits"] % 5 == 0
+    metrics = ModelRegistry(store, "digits").metrics(result["version"])
+    assert metrics is not None
+    table = metrics["search"]["table"]
+    # Max_iter collapses under early stopping: 4 sizes x 3 activations x 4 alphas remain.
+    assert len({(str(r["hidden_layer_sizes"]), r["activation"], r["alpha"]) for r in table}) == 48
+    assert {k: v for k, v in result["params"].items() if k != "max_iter"} == {
+        k: v for k, v in metrics["search"]["best_params"].items() if k != "max_iter"
+    } | {"hidden_layer_sizes": list(metrics["search"]["best_params"]["hidden_layer_sizes"])}
+    report = store.get(f"models/digits/{result['version']}/report.html").body.decode()
+    assert "Search: halving" in report
