@@ -86,7 +86,7 @@ def _large_photo(width: int, height: int) -> bytes:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tessera bench sheets", description=__doc__)
     parser.add_argument("--sheet", type=Path, default=None, help="default: the 5000-cell sheet")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="interleaved runs; best of each")
     parser.add_argument("--photo", default="4000x3000", help="large photo size for memory")
     args = parser.parse_args(argv)
     sheet = args.sheet or data_dir() / "sheets" / "opencv_digits_5000_grid.png"
