@@ -270,18 +270,10 @@ def _clean_gap_cells(
 
     The cuts cross the least ink, so there are no ruled-line remnants and no neighbours' tails
     to take apart (on the 5000-cell sheet and on generated unruled photos the per-component
-    rules changed no prediction), and in a cell this small a speck is a lone pixel, dropped
-    here with a 3x3 count. Labelling thousands of cells was half the time of a sheet."""
-    # 3x3 neighbourhood counts, separably: 1 is a lone pixel, 0 is a pixel no ink touches.
-    counts = mask.astype(np.uint8)
-    rows = counts.copy()
-    rows[:, 1:] += counts[:, :-1]
-    rows[:, :-1] += counts[:, 1:]
-    box = rows.copy()
-    box[:, :, 1:] += rows[:, :, :-1]
-    box[:, :, :-1] += rows[:, :, 1:]
-    mask &= box > 1
-    near = box > 1
+    rules changed no prediction), and in a cell this small the speck rule only drops lone
+    pixels, of which the mask has none: the page's 3x3 smoothing turns a single bright pixel
+    into a 3x3 patch. Labelling thousands of cells was half the time of a sheet."""
+    near = _shifted_max(mask)
     present = mask.sum(axis=(1, 2)) >= np.maximum(3, areas * 0.006)
     cleaned = np.where(near & (ink > threshold * 0.5), source, 0.0).astype(np.float32)
     cleaned[~present] = 0.0
@@ -341,8 +333,9 @@ def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
     along_cols = _resampling_weights(left, box_w, out_w, width)
     fitted = np.matmul(np.matmul(along_rows, ink), along_cols.transpose(0, 2, 1))
     peak = fitted.reshape(n, -1).max(axis=1)
-    fitted = fitted / np.where(peak > 0, peak, 1.0)[:, None, None]
-    fitted = np.clip(fitted, 0.0, 1.0).astype(np.float32)
+    fitted = np.asarray(fitted, dtype=np.float32)
+    fitted /= np.where(peak > 0, peak, 1.0).astype(np.float32)[:, None, None]
+    np.clip(fitted, 0.0, 1.0, out=fitted)
 
     mass = fitted.sum(axis=(1, 2))
     safe = np.where(mass > 0, mass, 1.0)
