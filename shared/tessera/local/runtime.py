@@ -50,7 +50,6 @@ class LocalRuntime:
     _moto: ThreadedMotoServer | None = None
     _api: LocalApi | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
-    _trainings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def aws_endpoint(self) -> str:
@@ -163,11 +162,19 @@ class LocalRuntime:
             time.sleep(0.3)
         return False
 
-    def train(self, datasets: list[str], *, extra_args: list[str] | None = None) -> dict[str, Any]:
+    def train(
+        self,
+        datasets: list[str],
+        *,
+        run_id: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> dict[str, Any]:
         """Run the training entry point as a local process, as the container would run."""
         command = [sys.executable, "-m", "training.train"]
         for name in datasets:
             command += ["--dataset", name]
+        if run_id is not None:
+            command += ["--run-id", run_id]
         command += extra_args or []
         completed = subprocess.run(
             command,
@@ -193,13 +200,14 @@ class LocalRuntime:
         except (json.JSONDecodeError, ValueError, AttributeError) as error:
             return _json_response(400, {"error": {"code": "bad_request", "message": str(error)}})
         execution = f"local-{uuid.uuid4().hex[:12]}"
-        self._trainings[execution] = {"status": "running", "datasets": datasets}
-
-        def work() -> None:
-            self._trainings[execution] = self.train(datasets)
-
-        threading.Thread(target=work, name=execution, daemon=True).start()
-        return _json_response(202, {"execution": execution, "datasets": datasets})
+        threading.Thread(
+            target=self.train, args=(datasets,), kwargs={"run_id": execution}, daemon=True
+        ).start()
+        # The job records its progress where the deployed workflow reads it.
+        status_key = f"{PIPELINE.prefixes.runs}{execution}/status.json"
+        return _json_response(
+            202, {"execution": execution, "datasets": datasets, "status_key": status_key}
+        )
 
 
 def _json_response(status: int, body: dict[str, Any]) -> dict[str, Any]:
