@@ -80,6 +80,30 @@ def _pip_command(requirements: Path, target: Path) -> list[str]:
     ]
 
 
+# What a function never imports, left out of its bundle (Lambda's unzipped limit is 250 MB and
+# every MB is cold-start download): boto3 comes with the runtime (a copy pulled in transitively
+# only adds weight); numpy's and Pillow's own test suites; onnxruntime's model-conversion,
+# quantization and transformer-optimization tooling, which serving does not use.
+PRUNED = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "numpy/tests",
+    "numpy/*/tests",
+    "numpy/*/*/tests",
+    "onnxruntime/tools",
+    "onnxruntime/quantization",
+    "onnxruntime/transformers",
+    "onnxruntime/datasets",
+)
+
+
+def prune_dependencies(site: Path) -> None:
+    for pattern in PRUNED:
+        for path in site.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def installed_dependencies(requirements: Path) -> Path:
     """Third-party packages for `requirements`, installed once per requirements content.
 
@@ -91,6 +115,7 @@ def installed_dependencies(requirements: Path) -> Path:
         requirements.read_bytes(),
         LAMBDA_PYTHON_VERSION.encode(),
         " ".join(LAMBDA_PLATFORMS).encode(),
+        " ".join(PRUNED).encode(),
     )[:16]
     target = DEPS_CACHE_DIR / f"{requirements.stem}-{key}"
     if target.is_dir():
@@ -99,9 +124,7 @@ def installed_dependencies(requirements: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=DEPS_CACHE_DIR))
     try:
         subprocess.run(_pip_command(requirements, staging), check=True)
-        # boto3 comes with the Lambda runtime; a copy pulled in transitively only adds weight.
-        for name in ("boto3", "botocore", "s3transfer"):
-            shutil.rmtree(staging / name, ignore_errors=True)
+        prune_dependencies(staging)
         os.replace(staging, target)
     except OSError:
         if not target.is_dir():

@@ -75,3 +75,31 @@ def test_pip_installs_linux_wheels_for_the_lambda_runtime() -> None:
         assert (installed / package).is_dir()
     assert list((installed / "numpy" / "_core").glob("*cpython-312-x86_64-linux-gnu.so"))
     assert not (installed / "boto3").exists()
+
+
+def test_pruning_drops_what_functions_never_import_and_keeps_the_rest(tmp_path: Path) -> None:
+    # GIVEN an installed tree with the runtime's own boto3, test suites and ORT tooling
+    for folder in (
+        "boto3",
+        "numpy/_core/tests",
+        "numpy/_core",
+        "numpy/linalg",
+        "onnxruntime/capi",
+        "onnxruntime/transformers",
+        "onnxruntime/quantization",
+        "PIL",
+    ):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "__init__.py").write_text("")
+    # WHEN it is pruned
+    bundling.prune_dependencies(tmp_path)
+    # THEN only what serving imports is left
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir())
+    assert left == [
+        "PIL",
+        "numpy",
+        "numpy/_core",
+        "numpy/linalg",
+        "onnxruntime",
+        "onnxruntime/capi",
+    ]

@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import pickle
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,12 +47,7 @@ from tessera.requests import model_input
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MODEL_NAME = "digits"
 BUNDLE_LIMIT_MB = 150.0
-LAMBDA_PYTHON_VERSION = "3.12"
-# The same platforms and flags infra/bundling.py gives pip for every function bundle.
-LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 HIDDEN = 128
-# What infra/bundling.py leaves out of every function's copy of the library.
-LIBRARY_EXCLUDES = ("local", "cli.py", "bench", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -404,76 +398,18 @@ def _cold_start(event: dict[str, Any], env: dict[str, str], runs: int) -> list[F
     ]
 
 
-def _requirements() -> Path:
-    """functions/requirements.txt when present (what the CDK app bundles), else the pins of
-    pyproject's [project].dependencies without boto3 (the Lambda runtime has it)."""
-    requirements = REPO_ROOT / "functions" / "requirements.txt"
-    if requirements.exists():
-        return requirements
-    import tomllib
-
-    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    generated = REPO_ROOT / "build" / "inference-requirements.txt"
-    generated.parent.mkdir(parents=True, exist_ok=True)
-    generated.write_text("\n".join(p for p in pins if not p.startswith("boto3")) + "\n")
-    return generated
-
-
 def _bundle_size() -> list[Figure]:
-    requirements = _requirements()
-    key = hashlib.sha256(
-        requirements.read_bytes()
-        + LAMBDA_PYTHON_VERSION.encode()
-        + " ".join(LAMBDA_PLATFORMS).encode()
-    ).hexdigest()[:16]
-    deps = REPO_ROOT / "build" / "lambda-deps" / f"bench-inference-{key}"
-    if not deps.is_dir():
-        _progress(
-            f"pip install {requirements.name} for manylinux / CPython {LAMBDA_PYTHON_VERSION}"
-        )
-        staging = Path(tempfile.mkdtemp(prefix=deps.name + ".", dir=deps.parent.parent))
-        platforms = [arg for platform in LAMBDA_PLATFORMS for arg in ("--platform", platform)]
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-compile",
-                *platforms,
-                "--only-binary=:all:",
-                "--python-version",
-                LAMBDA_PYTHON_VERSION,
-                "--implementation",
-                "cp",
-                "--requirement",
-                str(requirements),
-                "--target",
-                str(staging),
-            ],
-            check=True,
-        )
-        for name in ("boto3", "botocore", "s3transfer"):  # the Lambda runtime provides them
-            shutil.rmtree(staging / name, ignore_errors=True)
-        deps.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, deps)
+    """The inference function's bundle exactly as `cdk synth` builds it (infra/bundling.py)."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from infra.bundling import FunctionBundler
+    from infra.function import REQUIREMENTS_BY_FUNCTION
+
+    requirements = REQUIREMENTS_BY_FUNCTION["inference"]
+    _progress(f"bundling the inference function as cdk synth does ({requirements.name})")
     with tempfile.TemporaryDirectory() as folder:
         bundle = Path(folder) / "bundle"
-        shutil.copytree(deps, bundle)
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        (bundle / "functions").mkdir(exist_ok=True)
-        shutil.copy2(REPO_ROOT / "functions" / "__init__.py", bundle / "functions" / "__init__.py")
-        shutil.copytree(
-            REPO_ROOT / "functions" / "inference", bundle / "functions" / "inference", ignore=ignore
-        )
-        library = REPO_ROOT / "shared" / "tessera"
-        shutil.copytree(
-            library,
-            bundle / "tessera",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LIBRARY_EXCLUDES),
-        )
+        bundle.mkdir()
+        FunctionBundler(function="inference", requirements=requirements).try_bundle(str(bundle))
         unzipped = sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
         archive = Path(folder) / "bundle.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
