@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 
+from tessera import components
 from tessera.components import label_components
 from tessera.imaging import (
     clean_ink,
@@ -171,6 +173,28 @@ def test_corpus_is_varied() -> None:
     assert expected["tiles"] >= 300
     assert 5 <= empty < expected["tiles"] // 4
     assert len(set(expected["single"])) > expected["tiles"] // 2
+
+
+def test_small_mask_labelling_matches_the_vectorized_labelling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN random masks of tile size (few runs) and sparse ones with many separate pieces
+    rng = np.random.default_rng(11)
+    masks = [rng.random((h, w)) < p for h, w, p in ((6, 7, 0.5), (29, 28, 0.08), (12, 3, 0.6))]
+    masks += [
+        rng.random((int(rng.integers(1, 30)), 28)) < rng.uniform(0.02, 0.9) for _ in range(60)
+    ]
+    for mask in masks:
+        for connectivity in (4, 8):
+            # WHEN they are labelled by the small-mask union-find and by the array passes
+            monkeypatch.setattr(components, "SMALL_RUNS", 10**9)
+            small = label_components(mask, connectivity=connectivity)
+            monkeypatch.setattr(components, "SMALL_RUNS", 0)
+            vectorized = label_components(mask, connectivity=connectivity)
+            # THEN both give the same components, numbered the same way
+            assert small.count == vectorized.count
+            for name in ("area", "top", "left", "bottom", "right", "run_label"):
+                np.testing.assert_array_equal(getattr(small, name), getattr(vectorized, name))
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
