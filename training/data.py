@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tessera.dataset import VECTOR_LENGTH, Dataset, DatasetError, load_dataset, merge
+from tessera.errors import CodedError
 from tessera.imaging import normalize_tile, to_vector
 from tessera.local.samples import read_idx
 from tessera.storage import ObjectStore
@@ -45,16 +46,8 @@ MNIST_FILES = {
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
 
-class TrainingError(Exception):
+class TrainingError(CodedError):
     """The job cannot produce a model: a machine-readable code and a message naming the problem."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""Errors that mean "this input is unusable": they quarantine an object or answer a 4xx,
-and are never retried. Anything else is treated as transient and retried."""
+"""Errors with a machine-readable code. `InvalidInput` means "this input is unusable": it
+quarantines an object or answers a 4xx, and is never retried; anything else is transient."""
 
 from __future__ import annotations
 
 
-class InvalidInput(Exception):
-    """Input that can never succeed, with a machine-readable code and a human message."""
+class CodedError(Exception):
+    """An error with a machine-readable code and a message a person can act on."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -14,3 +14,7 @@ class InvalidInput(Exception):
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+class InvalidInput(CodedError):
+    """Input that can never succeed: quarantined or answered with a 4xx, never retried."""
