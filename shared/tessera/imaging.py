@@ -214,6 +214,10 @@ def clean_ink(
     source = ink if values is None else values
     if not ruled and height * width * SPECK_FRACTION <= 2:
         return _clean_gap_cells(ink, source, mask, heights * widths, threshold=threshold)
+    if n == 1:
+        return _clean_one_tile(
+            ink, source, mask, int(heights[0]), int(widths[0]), threshold=threshold, ruled=ruled
+        )
     # A blank row after each tile keeps components from running across tiles.
     padded = np.zeros((n, height + 1, width), dtype=np.bool_)
     padded[:, :height] = mask
@@ -261,6 +265,67 @@ def clean_ink(
     cleaned = np.where(near & (ink > threshold * 0.5), source, 0.0).astype(np.float32)
     cleaned[~present] = 0.0
     return cleaned, present
+
+
+def _clean_one_tile(
+    ink: Gray,
+    source: Gray,
+    mask: NDArray[np.bool_],
+    tile_h: int,
+    tile_w: int,
+    *,
+    threshold: float,
+    ruled: bool,
+) -> tuple[Gray, NDArray[np.bool_]]:
+    """`clean_ink`'s rules for a stack of one tile (an API request), on Python numbers: a tile
+    has a handful of components, and the stack's array passes cost more than the rules. Every
+    comparison is the stack path's, on the same integers and float64 values, so the two agree
+    to the bit (tests/sheets/test_normalize_regression.py)."""
+    height, width = mask.shape[1:]
+    parts = label_components(mask[0])
+    empty = np.zeros((1, height, width), dtype=np.float32), np.zeros(1, dtype=np.bool_)
+    if parts.count == 0:
+        return empty
+    speck_below = max(2, tile_h * tile_w * SPECK_FRACTION)
+    rules = []
+    for area, top, left, bottom, right in zip(
+        parts.area.tolist(),
+        parts.top.tolist(),
+        parts.left.tolist(),
+        parts.bottom.tolist(),
+        parts.right.tolist(),
+        strict=True,
+    ):
+        touches = top == 0 or left == 0 or bottom >= tile_h or right >= tile_w
+        box_h, box_w = bottom - top, right - left
+        middle_y, middle_x = (top + bottom) / 2, (left + right) / 2
+        near_edge_y = middle_y * 5 <= tile_h or middle_y * 5 >= tile_h * 4
+        near_edge_x = middle_x * 5 <= tile_w or middle_x * 5 >= tile_w * 4
+        line_like = (box_h * 10 <= tile_h and box_w * 3 >= tile_w and near_edge_y) or (
+            box_w * 10 <= tile_w and box_h * 3 >= tile_h and near_edge_x
+        )
+        line_like = line_like or (
+            touches
+            and (
+                (box_h * 6 <= tile_h and box_w * 3 >= tile_w * 2 and near_edge_y)
+                or (box_w * 6 <= tile_w and box_h * 3 >= tile_h * 2 and near_edge_x)
+            )
+        )
+        candidate = not area < speck_below and not (ruled and line_like)
+        rules.append((area, touches, candidate))
+    main = max((area for area, _, candidate in rules if candidate), default=0)
+    keep = [
+        candidate and (area * 3 >= main if touches else area * 20 >= main)
+        for area, touches, candidate in rules
+    ]
+    kept_area = sum(area for (area, _, _), kept in zip(rules, keep, strict=True) if kept)
+    if not kept_area >= max(3, tile_h * tile_w * 0.006):
+        return empty
+    kept_mask = parts.paint(np.asarray(keep, dtype=np.bool_), (height, width))
+    # Anti-aliased edges sit below the threshold: keep faint ink next to kept strokes.
+    near = _shifted_max(kept_mask[None])
+    cleaned = np.where(near & (ink > threshold * 0.5), source, 0.0).astype(np.float32)
+    return cleaned, np.ones(1, dtype=np.bool_)
 
 
 def _clean_gap_cells(

@@ -197,6 +197,38 @@ def test_small_mask_labelling_matches_the_vectorized_labelling(
                 np.testing.assert_array_equal(getattr(small, name), getattr(vectorized, name))
 
 
+@pytest.mark.parametrize("ruled", [True, False])
+def test_one_tile_cleans_as_it_does_inside_a_stack(ruled: bool) -> None:
+    # GIVEN corpus tiles (ink, and a smoothed copy deciding what is ink) of every size
+    tiles = _corpus()
+    for size in (40, 48, 64):
+        # A stroke and a ruled line's remnant near the top: only `ruled` drops the line.
+        tile = np.ones((size, size), dtype=np.float32)
+        tile[size // 5 : size - size // 5, size // 2 - 3 : size // 2 + 3] = 0.0
+        tile[2, 5 : size - 4] = 0.1
+        tiles.append(tile)
+    for tile in tiles:
+        values = ink_image(tile)
+        ink = np.clip(values * 1.1, 0, 1).astype(np.float32)
+        h, w = ink.shape
+        sizes = np.array([h, h]), np.array([w, w])
+        # WHEN it is cleaned alone and as the first tile of a stack of two
+        alone, alone_present = clean_ink(
+            ink[None], sizes[0][:1], sizes[1][:1], threshold=0.2, ruled=ruled, values=values[None]
+        )
+        stacked, stacked_present = clean_ink(
+            np.stack([ink, ink[::-1]]),
+            *sizes,
+            threshold=0.2,
+            ruled=ruled,
+            values=np.stack([values, values[::-1]]),
+        )
+        # THEN the tile comes out the same bits either way
+        assert alone_present[0] == stacked_present[0]
+        assert alone.dtype == stacked.dtype == np.float32
+        np.testing.assert_array_equal(alone[0], stacked[0])
+
+
 if __name__ == "__main__" and "--write" in sys.argv:
     FIXTURE.write_text(json.dumps(_outputs(), indent=0) + "\n")
     print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes)")
