@@ -71,8 +71,7 @@ def label_components(mask: Mask, *, connectivity: int = 8) -> Components:
         return Components(0, empty, empty, empty, empty, empty, empty, empty, empty, empty)
     reach = 1 if connectivity == 8 else 0
     if n <= SMALL_RUNS:
-        labels = _small_labels(rows.tolist(), starts.tolist(), ends.tolist(), reach)
-        return _summarize(labels, rows, starts, ends, height, width)
+        return _small_components(rows, starts, ends, reach)
     # Runs are sorted by (row, start). A run in row r touches runs of row r-1 whose end is past
     # its start and whose start is before its end (widened by one for diagonal contact).
     key_scale = width + 4
@@ -113,10 +112,11 @@ def label_components(mask: Mask, *, connectivity: int = 8) -> Components:
     return _summarize(labels.reshape(-1), rows, starts, ends, height, width)
 
 
-def _small_labels(rows: list[int], starts: list[int], ends: list[int], reach: int) -> Ints:
-    """Run labels by a plain union-find, numbered like the vectorized path (components in the
-    order of their first run): for one tile's few dozen runs, the array passes' fixed cost is
-    most of the work."""
+def _small_components(run_rows: Ints, run_starts: Ints, run_ends: Ints, reach: int) -> Components:
+    """`label_components` by a plain union-find, numbered like the vectorized path (components
+    in the order of their first run): for one tile's few dozen runs, the array passes' fixed
+    cost is most of the work."""
+    rows, starts, ends = run_rows.tolist(), run_starts.tolist(), run_ends.tolist()
     n = len(rows)
     parent = list(range(n))
 
@@ -143,15 +143,39 @@ def _small_labels(rows: list[int], starts: list[int], ends: list[int], reach: in
                     # The smaller index is the root, so a root is its component's first run.
                     parent[max(a, b)] = min(a, b)
     labels = [0] * n
-    count = 0
+    area: list[int] = []
+    top: list[int] = []
+    left: list[int] = []
+    bottom: list[int] = []
+    right: list[int] = []
     for i in range(n):
         r = root(i)
         if r == i:
-            labels[i] = count
-            count += 1
+            # Runs come row by row, so a component's first run is its top row.
+            labels[i] = len(area)
+            area.append(ends[i] - starts[i])
+            top.append(rows[i])
+            left.append(starts[i])
+            bottom.append(rows[i] + 1)
+            right.append(ends[i])
         else:
-            labels[i] = labels[r]
-    return np.asarray(labels, dtype=np.int64)
+            k = labels[i] = labels[r]
+            area[k] += ends[i] - starts[i]
+            left[k] = min(left[k], starts[i])
+            bottom[k] = rows[i] + 1
+            right[k] = max(right[k], ends[i])
+    return Components(
+        len(area),
+        np.asarray(area, dtype=np.int64),
+        np.asarray(top, dtype=np.int64),
+        np.asarray(left, dtype=np.int64),
+        np.asarray(bottom, dtype=np.int64),
+        np.asarray(right, dtype=np.int64),
+        run_rows,
+        run_starts,
+        run_ends,
+        np.asarray(labels, dtype=np.int64),
+    )
 
 
 def _summarize(
