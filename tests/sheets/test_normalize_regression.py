@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from tessera import components
+from tessera import components, imaging
 from tessera.components import label_components
 from tessera.imaging import (
     clean_ink,
@@ -227,6 +227,24 @@ def test_one_tile_cleans_as_it_does_inside_a_stack(ruled: bool) -> None:
         assert alone_present[0] == stacked_present[0]
         assert alone.dtype == stacked.dtype == np.float32
         np.testing.assert_array_equal(alone[0], stacked[0])
+
+
+def test_tile_median_is_numpys_median_to_the_bit() -> None:
+    # GIVEN float32 arrays of odd and even sizes, 8-bit levels with ties, and some with NaN
+    rng = np.random.default_rng(5)
+    arrays = []
+    for index in range(3000):
+        values = rng.random(int(rng.integers(1, 50))).astype(np.float32)
+        if index % 3 == 0:
+            values = np.round(values * 255) / np.float32(255)
+        if index % 50 == 0:
+            values[int(rng.integers(0, values.size))] = np.nan
+        arrays.append(values.reshape(1, -1))
+    for values in arrays:
+        # WHEN the tile median is taken
+        ours, numpys = imaging._median(values), float(np.median(values))
+        # THEN it is numpy's, bit for bit (NaN when numpy says NaN)
+        assert ours == numpys or (np.isnan(ours) and np.isnan(numpys))
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
