@@ -415,6 +415,8 @@ def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
     if deslant:
         ink = np.stack([_deslant(tile) for tile in ink]) if len(ink) else ink
     n, height, width = ink.shape
+    if n == 1:
+        return _normalize_one(ink)
     mask: NDArray[np.bool_] = ink > 0
     rows_any: NDArray[np.bool_] = np.any(mask, axis=2)
     cols_any: NDArray[np.bool_] = np.any(mask, axis=1)
@@ -446,13 +448,6 @@ def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
     shift_y = np.clip(np.rint(centre - cy).astype(np.int64), 0, MNIST_SIZE - out_h)
     shift_x = np.clip(np.rint(centre - cx).astype(np.int64), 0, MNIST_SIZE - out_w)
     canvas = np.zeros((n, MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
-    if n == 1:
-        # One tile: the grouping below is all overhead (the same block copy, done directly).
-        if has_ink[0]:
-            sy, sx = int(shift_y[0]), int(shift_x[0])
-            fit_h, fit_w = min(MNIST_BOX, MNIST_SIZE - sy), min(MNIST_BOX, MNIST_SIZE - sx)
-            canvas[0, sy : sy + fit_h, sx : sx + fit_w] = fitted[0, :fit_h, :fit_w]
-        return canvas
     # Rows of the 20x20 fit past out_h (columns past out_w) are zero, so a block copy per
     # distinct shift places every glyph: at most 9x9 copies for any number of tiles.
     shifts, group = np.unique(shift_y * MNIST_SIZE + shift_x, return_inverse=True)
@@ -467,6 +462,43 @@ def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
         fit_h, fit_w = min(MNIST_BOX, MNIST_SIZE - sy), min(MNIST_BOX, MNIST_SIZE - sx)
         canvas[members, sy : sy + fit_h, sx : sx + fit_w] = fitted[members, :fit_h, :fit_w]
     canvas[~has_ink] = 0.0
+    return canvas
+
+
+def _normalize_one(ink: Gray) -> Gray:
+    """`normalize_ink` for a stack of one tile (an API request): the box and the placement on
+    Python numbers, the fit and the centre of mass with the stack path's very array
+    expressions, so the result is the same to the bit (tests/sheets/test_normalize_regression)."""
+    _, height, width = ink.shape
+    canvas = np.zeros((1, MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    mask = ink[0] > 0
+    rows_any, cols_any = mask.any(axis=1), mask.any(axis=0)
+    if not rows_any.any():
+        return canvas
+    top, bottom = int(rows_any.argmax()), height - int(rows_any[::-1].argmax())
+    left, right = int(cols_any.argmax()), width - int(cols_any[::-1].argmax())
+    box_h, box_w = max(bottom - top, 1), max(right - left, 1)
+    scale = MNIST_BOX / max(box_h, box_w)
+    # round() is round-half-even like np.rint.
+    out_h = min(max(round(box_h * scale), 1), MNIST_BOX)
+    out_w = min(max(round(box_w * scale), 1), MNIST_BOX)
+    along_rows = _resampling_weights(np.array([top]), np.array([box_h]), np.array([out_h]), height)
+    along_cols = _resampling_weights(np.array([left]), np.array([box_w]), np.array([out_w]), width)
+    fitted = np.matmul(np.matmul(along_rows, ink), along_cols.transpose(0, 2, 1))
+    peak = fitted.reshape(1, -1).max(axis=1)
+    fitted = np.asarray(fitted, dtype=np.float32)
+    fitted /= np.where(peak > 0, peak, 1.0).astype(np.float32)[:, None, None]
+    np.clip(fitted, 0.0, 1.0, out=fitted)
+    mass = fitted.sum(axis=(1, 2))
+    safe = np.where(mass > 0, mass, 1.0)
+    axis = np.arange(MNIST_BOX, dtype=np.float64)
+    cy = np.where(mass > 0, (fitted.sum(axis=2) * axis).sum(axis=1) / safe, (out_h - 1) / 2)
+    cx = np.where(mass > 0, (fitted.sum(axis=1) * axis).sum(axis=1) / safe, (out_w - 1) / 2)
+    centre = (MNIST_SIZE - 1) / 2
+    sy = min(max(int(np.rint(centre - float(cy[0]))), 0), MNIST_SIZE - out_h)
+    sx = min(max(int(np.rint(centre - float(cx[0]))), 0), MNIST_SIZE - out_w)
+    fit_h, fit_w = min(MNIST_BOX, MNIST_SIZE - sy), min(MNIST_BOX, MNIST_SIZE - sx)
+    canvas[0, sy : sy + fit_h, sx : sx + fit_w] = fitted[0, :fit_h, :fit_w]
     return canvas
 
 
