@@ -65,7 +65,8 @@ def _stroke_tile(rng: np.random.Generator, size: int) -> Gray:
         distance = np.hypot(ys - (y0 + t * (y1 - y0)), xs - (x0 + t * (x1 - x0)))
         canvas = np.minimum(canvas, np.clip(distance / width, 0, 1).astype(np.float32))
     noise = rng.normal(0, rng.uniform(0, 0.08), canvas.shape).astype(np.float32)
-    return np.clip(canvas + noise, 0, 1).astype(np.float32)
+    tile: Gray = np.clip(canvas + noise, 0, 1).astype(np.float32)
+    return tile
 
 
 def _corpus() -> list[Gray]:
