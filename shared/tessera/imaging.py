@@ -430,19 +430,9 @@ def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
     scale = MNIST_BOX / np.maximum(box_h, box_w)
     out_h = np.clip(np.rint(box_h * scale), 1, MNIST_BOX).astype(np.int64)
     out_w = np.clip(np.rint(box_w * scale), 1, MNIST_BOX).astype(np.int64)
-    along_rows = _resampling_weights(top, box_h, out_h, height)
-    along_cols = _resampling_weights(left, box_w, out_w, width)
-    fitted = np.matmul(np.matmul(along_rows, ink), along_cols.transpose(0, 2, 1))
-    peak = fitted.reshape(n, -1).max(axis=1)
-    fitted = np.asarray(fitted, dtype=np.float32)
-    fitted /= np.where(peak > 0, peak, 1.0).astype(np.float32)[:, None, None]
-    np.clip(fitted, 0.0, 1.0, out=fitted)
-
-    mass = fitted.sum(axis=(1, 2))
-    safe = np.where(mass > 0, mass, 1.0)
-    axis = np.arange(MNIST_BOX, dtype=np.float64)
-    cy = np.where(mass > 0, (fitted.sum(axis=2) * axis).sum(axis=1) / safe, (out_h - 1) / 2)
-    cx = np.where(mass > 0, (fitted.sum(axis=1) * axis).sum(axis=1) / safe, (out_w - 1) / 2)
+    fitted, cy, cx = _fit_and_centre_of_mass(
+        ink, top=top, left=left, box_h=box_h, box_w=box_w, out_h=out_h, out_w=out_w
+    )
     centre = (MNIST_SIZE - 1) / 2
     # Keep the whole glyph inside the canvas even when its mass sits far off its box centre.
     shift_y = np.clip(np.rint(centre - cy).astype(np.int64), 0, MNIST_SIZE - out_h)
@@ -465,6 +455,35 @@ def normalize_ink(ink: Gray, *, deslant: bool = False) -> Gray:
     return canvas
 
 
+def _fit_and_centre_of_mass(
+    ink: NDArray[np.float32],
+    *,
+    top: NDArray[np.int64],
+    left: NDArray[np.int64],
+    box_h: NDArray[np.int64],
+    box_w: NDArray[np.int64],
+    out_h: NDArray[np.int64],
+    out_w: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.float64]]:
+    """Each tile's ink box resampled into the top-left of 20x20 (anti-aliased, peak scaled to
+    1), and the centre of mass of the result; shared by the stack and the one-tile paths so
+    both give the same bits."""
+    _, height, width = ink.shape
+    along_rows = _resampling_weights(top, box_h, out_h, height)
+    along_cols = _resampling_weights(left, box_w, out_w, width)
+    fitted = np.matmul(np.matmul(along_rows, ink), along_cols.transpose(0, 2, 1))
+    peak = fitted.reshape(fitted.shape[0], -1).max(axis=1)
+    fitted = np.asarray(fitted, dtype=np.float32)
+    fitted /= np.where(peak > 0, peak, 1.0).astype(np.float32)[:, None, None]
+    np.clip(fitted, 0.0, 1.0, out=fitted)
+    mass = fitted.sum(axis=(1, 2))
+    safe = np.where(mass > 0, mass, 1.0)
+    axis = np.arange(MNIST_BOX, dtype=np.float64)
+    cy = np.where(mass > 0, (fitted.sum(axis=2) * axis).sum(axis=1) / safe, (out_h - 1) / 2)
+    cx = np.where(mass > 0, (fitted.sum(axis=1) * axis).sum(axis=1) / safe, (out_w - 1) / 2)
+    return fitted, cy, cx
+
+
 def _normalize_one(ink: Gray) -> Gray:
     """`normalize_ink` for a stack of one tile (an API request): the box and the placement on
     Python numbers, the fit and the centre of mass with the stack path's very array
@@ -482,18 +501,15 @@ def _normalize_one(ink: Gray) -> Gray:
     # round() is round-half-even like np.rint.
     out_h = min(max(round(box_h * scale), 1), MNIST_BOX)
     out_w = min(max(round(box_w * scale), 1), MNIST_BOX)
-    along_rows = _resampling_weights(np.array([top]), np.array([box_h]), np.array([out_h]), height)
-    along_cols = _resampling_weights(np.array([left]), np.array([box_w]), np.array([out_w]), width)
-    fitted = np.matmul(np.matmul(along_rows, ink), along_cols.transpose(0, 2, 1))
-    peak = fitted.reshape(1, -1).max(axis=1)
-    fitted = np.asarray(fitted, dtype=np.float32)
-    fitted /= np.where(peak > 0, peak, 1.0).astype(np.float32)[:, None, None]
-    np.clip(fitted, 0.0, 1.0, out=fitted)
-    mass = fitted.sum(axis=(1, 2))
-    safe = np.where(mass > 0, mass, 1.0)
-    axis = np.arange(MNIST_BOX, dtype=np.float64)
-    cy = np.where(mass > 0, (fitted.sum(axis=2) * axis).sum(axis=1) / safe, (out_h - 1) / 2)
-    cx = np.where(mass > 0, (fitted.sum(axis=1) * axis).sum(axis=1) / safe, (out_w - 1) / 2)
+    fitted, cy, cx = _fit_and_centre_of_mass(
+        ink,
+        top=np.array([top]),
+        left=np.array([left]),
+        box_h=np.array([box_h]),
+        box_w=np.array([box_w]),
+        out_h=np.array([out_h]),
+        out_w=np.array([out_w]),
+    )
     centre = (MNIST_SIZE - 1) / 2
     sy = min(max(int(np.rint(centre - float(cy[0]))), 0), MNIST_SIZE - out_h)
     sx = min(max(int(np.rint(centre - float(cx[0]))), 0), MNIST_SIZE - out_w)

@@ -401,18 +401,30 @@ def _line_positions(runs: Mask, *, min_fraction: float) -> _Lines:
     return _Lines(centres)
 
 
+def _autocorrelation(profile: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """The profile's autocorrelation (via FFT), normalized to 1 at lag 0; None for a flat or
+    empty profile."""
+    if profile.sum() <= 0:
+        return None
+    size = profile.size
+    centred = profile - profile.mean()
+    spectrum = np.fft.rfft(centred, n=2 * size)
+    autocorrelation: NDArray[np.float64] = np.fft.irfft(spectrum * np.conj(spectrum))[:size]
+    if autocorrelation[0] <= 0:
+        return None
+    normalized: NDArray[np.float64] = autocorrelation / autocorrelation[0]
+    return normalized
+
+
 def _line_spacing(profile: NDArray[np.float64]) -> float | None:
     """The usual distance between ruled lines from the long runs' profile across them (its
     first strong autocorrelation peak), or None when the profile has no clear period."""
     size = profile.size
-    if size < 32 or profile.sum() <= 0:
+    if size < 32:
         return None
-    centred = profile - profile.mean()
-    spectrum = np.fft.rfft(centred, n=2 * size)
-    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[:size]
-    if autocorrelation[0] <= 0:
+    autocorrelation = _autocorrelation(profile)
+    if autocorrelation is None:
         return None
-    autocorrelation /= autocorrelation[0]
     values = autocorrelation[8 : size // 2]
     if values.size < 3:
         return None
@@ -568,14 +580,11 @@ def _periodic_edges(profile: NDArray[np.float64], *, min_cell: int) -> Ints | No
     """Cell edges along one axis of a grid with no lines: the period of the ink profile (its
     autocorrelation peak), placed where the cuts cross the least ink."""
     size = profile.size
-    if size < 2 * min_cell or profile.sum() <= 0:
+    if size < 2 * min_cell:
         return None
-    centred = profile - profile.mean()
-    spectrum = np.fft.rfft(centred, n=2 * size)
-    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[:size]
-    if autocorrelation[0] <= 0:
+    autocorrelation = _autocorrelation(profile)
+    if autocorrelation is None:
         return None
-    autocorrelation /= autocorrelation[0]
     lags = np.arange(min_cell, size // 2 + 1)
     if lags.size < 3:
         return None
