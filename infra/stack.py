@@ -16,6 +16,7 @@ from infra.serving import Serving
 from infra.storage import Storage
 from infra.training_job import Training
 from tessera.config import PIPELINE
+from tessera.dataset import SHEET_MANIFESTS_PATTERN
 
 CONTEXT_PREFIX = "tessera:"
 
@@ -105,10 +106,11 @@ class TesseraStack(Stack):
         # Who may touch which prefix: each stage reads its input and writes only its outputs
         # (and quarantine/), never under a prefix that would trigger itself.
         grants: tuple[tuple[iam.IRole, list[str], list[str]], ...] = (
+            # Split also records each sheet's manifest (grid, empty cells) beside its dataset.
             (
                 self.ingest.split.handler.role,
                 [prefixes.incoming_train],
-                [prefixes.tiles, prefixes.quarantine],
+                [prefixes.tiles, prefixes.quarantine, SHEET_MANIFESTS_PATTERN],
             ),
             # datasets/ is read too: a row is rewritten only when its source tile changed (HEAD).
             (

@@ -23,6 +23,9 @@ from tessera.storage import ObjectStore
 VECTOR_LENGTH = PIPELINE.tile_size * PIPELINE.tile_size
 ROWS = "rows/"
 SNAPSHOTS = "snapshots/"
+SHEETS = "sheets/"
+# Where Split may write: one manifest per sheet under any dataset (an IAM resource pattern).
+SHEET_MANIFESTS_PATTERN = f"{PIPELINE.prefixes.datasets}*/{SHEETS}"
 
 
 class DatasetError(Exception):
@@ -54,6 +57,11 @@ class Dataset:
 
 def dataset_prefix(name: str) -> str:
     return f"{PIPELINE.prefixes.datasets}{name}/"
+
+
+def sheet_manifest_key(name: str, sheet_id: str) -> str:
+    """Split's record of a sheet: its grid, where it came from, and which cells were empty."""
+    return f"{dataset_prefix(name)}{SHEETS}{sheet_id}.json"
 
 
 def shard_key_for_tile(tile_key: str) -> str:

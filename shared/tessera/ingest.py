@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tessera.config import PIPELINE
-from tessera.dataset import Row, dataset_prefix, write_row
+from tessera.dataset import Row, sheet_manifest_key, write_row
 from tessera.errors import InvalidInput
 from tessera.imaging import decode_image, encode_png, normalize_tile, to_vector
 from tessera.segmentation import cut_sheet
@@ -75,7 +75,7 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
     manifest = {"source_key": key, "source_etag": sheet.etag, **cutting.manifest()}
     # Beside the dataset's rows, not under tiles/: nothing listens there and a listing of a
     # sheet's tiles stays a listing of tiles.
-    manifest_key = f"{dataset_prefix(spec.dataset)}sheets/{spec.sheet_id}.json"
+    manifest_key = sheet_manifest_key(spec.dataset, spec.sheet_id)
     store.put_json(manifest_key, manifest)
     return Outcome(
         key,
