@@ -111,19 +111,9 @@ def parse_grid(value: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def grid_for(filename: str, metadata: dict[str, str]) -> tuple[int, int]:
-    """The grid from metadata `grid=RxC`, else from a file name like `sheet-10x10.png`."""
-    found = optional_grid_for(filename, metadata)
-    if found is None:
-        raise InvalidInput(
-            "missing_grid",
-            "no grid: set metadata grid=ROWSxCOLS or name the file like sheet-10x10.png",
-        )
-    return found
-
-
 def optional_grid_for(filename: str, metadata: dict[str, str]) -> tuple[int, int] | None:
-    """Like `grid_for`, but None when the sheet does not name a grid (it is then found)."""
+    """The grid from metadata `grid=RxC`, else from a file name like `sheet-10x10.png`; None
+    when the sheet names no grid (Split then finds it on the page)."""
     if "grid" in metadata:
         rows, cols = parse_grid(metadata["grid"])
     else:
