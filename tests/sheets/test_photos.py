@@ -9,21 +9,15 @@ from PIL import Image, ImageDraw
 
 from tessera.components import label_components
 from tessera.imaging import decode_image, normalize_ink, to_vector, to_vectors
-from tessera.local.samples import Glyphs, sklearn_digits
+from tessera.local.samples import Glyphs
 from tessera.segmentation import cut_sheet, estimate_tilt, prepare_page
 from tessera.synthetic import SheetStyle, make_sheet
+from tests.sheets.conftest import upscaled_digits
 
 
 @pytest.fixture(scope="module")
 def glyphs() -> Glyphs:
-    digits = sklearn_digits()
-    ink = np.stack(
-        [
-            np.asarray(Image.fromarray(g, mode="F").resize((28, 28), Image.Resampling.BILINEAR))
-            for g in digits.ink[:200]
-        ]
-    )
-    return Glyphs(ink=np.clip(ink, 0, 1).astype(np.float32), labels=digits.labels[:200])
+    return upscaled_digits(200)
 
 
 def _stretched(image: np.ndarray, x_factor: float) -> np.ndarray:

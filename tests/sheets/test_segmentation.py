@@ -14,22 +14,15 @@ from PIL import Image, ImageDraw
 from tessera.components import label_components
 from tessera.errors import InvalidInput
 from tessera.imaging import decode_image, normalize_tile
-from tessera.local.samples import Glyphs, render_sheet, sklearn_digits
+from tessera.local.samples import Glyphs, render_sheet
 from tessera.segmentation import cut_sheet, find_symbols
 from tessera.synthetic import SheetStyle, make_sheet
+from tests.sheets.conftest import upscaled_digits
 
 
 @pytest.fixture(scope="module")
 def glyphs() -> Glyphs:
-    digits = sklearn_digits()
-    # sklearn's 8x8 digits upscaled: MNIST-like strokes for drawing test sheets.
-    ink = np.stack(
-        [
-            np.asarray(Image.fromarray(g, mode="F").resize((28, 28), Image.Resampling.BILINEAR))
-            for g in digits.ink[:400]
-        ]
-    )
-    return Glyphs(ink=np.clip(ink, 0, 1).astype(np.float32), labels=digits.labels[:400])
+    return upscaled_digits(400)
 
 
 def _truth_empty(labels: list[str | None], cols: int) -> set[tuple[int, int]]:
