@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import sys
@@ -45,7 +44,7 @@ from tessera.registry import (
 )
 from tessera.serving import OnnxClassifier
 from tessera.sheets import validate_dataset_name
-from tessera.similarity import EMBEDDINGS_FILE
+from tessera.similarity import EMBEDDINGS_FILE, encode_index
 from tessera.storage import ObjectStore
 from training import report
 from training.data import TrainingData, TrainingError, download_mnist, load_training_data
@@ -162,17 +161,8 @@ def onnx_outputs(
 
 
 def embeddings_npz(embeddings: NDArray[np.float32], train: Dataset) -> bytes:
-    """The training rows' embeddings through the exported model, L2-normalized, for /similar."""
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    normalized = (embeddings / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        embeddings=normalized,
-        labels=train.y.astype(str),
-        sources=train.sources.astype(str),
-    )
-    return buffer.getvalue()
+    """The training rows' embeddings through the exported model, for /similar."""
+    return encode_index(embeddings, train.y, train.sources)
 
 
 def train_family(

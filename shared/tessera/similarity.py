@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,23 @@ def l2_normalized(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     """Rows scaled to unit length; an all-zero row stays zero (it is similar to nothing)."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32, copy=False)
+
+
+def encode_index(
+    embeddings: NDArray[np.float32],
+    labels: Sequence[str] | NDArray[np.str_],
+    sources: Sequence[str] | NDArray[np.str_],
+) -> bytes:
+    """The `embeddings.npz` written beside a model: its training rows' embeddings, L2-normalized,
+    with each row's label and source tile key (what `EmbeddingIndex` reads)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        embeddings=l2_normalized(np.asarray(embeddings, dtype=np.float32)),
+        labels=np.asarray(labels, dtype=str),
+        sources=np.asarray(sources, dtype=str),
+    )
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ an ONNX graph whose hidden layer is the `embedding` output."""
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from tessera.imaging import normalize_tile, to_vector
 from tessera.local.samples import sklearn_digits
+from tessera.similarity import encode_index
 
 HIDDEN = 32
 
@@ -112,14 +112,5 @@ def hidden_layer(mlp: MLPClassifier, x: NDArray[np.float32]) -> NDArray[np.float
 def embeddings_npz(
     embeddings: NDArray[np.float32], labels: NDArray[np.str_], sources: list[str]
 ) -> bytes:
-    """The `embeddings.npz` training writes beside model.onnx: L2-normalized rows."""
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    normalized = (embeddings / np.where(norms == 0, 1, norms)).astype(np.float32)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        embeddings=normalized,
-        labels=np.asarray(labels, dtype=str),
-        sources=np.asarray(sources, dtype=str),
-    )
-    return buffer.getvalue()
+    """The `embeddings.npz` training writes beside model.onnx."""
+    return encode_index(embeddings, labels, sources)

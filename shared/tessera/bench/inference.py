@@ -155,23 +155,15 @@ def _fit_models(digits: Digits, train_rows: int) -> tuple[Any, bytes, Any]:
 
 
 def _embeddings_npz(onnx_model: bytes, digits: Digits) -> tuple[bytes, int]:
-    import io
-
     from tessera.serving import OnnxClassifier
+    from tessera.similarity import encode_index
 
     classifier = OnnxClassifier.from_bytes(onnx_model, name=MODEL_NAME, version="bench")
     embeddings = np.concatenate(
         [classifier.embed(digits.x[i : i + 4096]) for i in range(0, len(digits.x), 4096)]
     )
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        embeddings=(embeddings / np.where(norms == 0, 1, norms)).astype(np.float32),
-        labels=digits.labels.astype(str),
-        sources=np.asarray([f"tiles/mnist/train/{i:05d}.png" for i in range(len(digits.x))]),
-    )
-    return buffer.getvalue(), len(embeddings)
+    sources = [f"tiles/mnist/train/{i:05d}.png" for i in range(len(digits.x))]
+    return encode_index(embeddings, digits.labels, sources), len(embeddings)
 
 
 def _publish(store: Any, onnx_model: bytes, npz: bytes) -> str:
