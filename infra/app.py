@@ -1,26 +1,15 @@
-"""CDK entry point: `npx cdk synth` / `npx cdk deploy` from the repository root (see cdk.json)."""
+"""CDK entry point: `npx cdk synth` / `npx cdk deploy` from the repository root (cdk.json runs
+`python -m infra.app`; infra is an installed package like the rest)."""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
-INFRA_DIR = Path(__file__).resolve().parent
-REPO_ROOT = INFRA_DIR.parent
-# Run as a script, Python puts infra/ first on sys.path, where ingest.py, stack.py & co. would
-# shadow top-level names; the app imports `infra.*` from the repo root and `tessera` from shared/.
-if sys.path and Path(sys.path[0] or ".").resolve() == INFRA_DIR:
-    del sys.path[0]
-for _path in (str(REPO_ROOT / "shared"), str(REPO_ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from aws_cdk import App, Environment, Validations
+from cdk_nag import AwsSolutionsChecks
 
-from aws_cdk import App, Environment, Validations  # noqa: E402
-from cdk_nag import AwsSolutionsChecks  # noqa: E402
-
-from infra.stack import DeploySettings, TesseraStack  # noqa: E402
+from infra.stack import DeploySettings, TesseraStack
 
 STACK_NAME = "Tessera"
 # Feature flags the stack relies on, set here so tests and `cdk synth` build the same template.

@@ -24,21 +24,13 @@ LAMBDA_PYTHON_VERSION = "3.12"
 # Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34); numpy 2.3+ ships manylinux_2_28 only.
 LAMBDA_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 
-# Dev-only parts of the library: the local runtime (moto, HTTP server), the CLI, benchmarks
-# and evaluations (which import training code and TensorFlow).
-_LIBRARY_EXCLUDES = ("local", "cli.py", "bench", "evaluation")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
 
 
 def _library_files() -> list[Path]:
-    return sorted(
-        path
-        for path in LIBRARY_DIR.rglob("*")
-        if path.is_file()
-        and path.relative_to(LIBRARY_DIR).parts[0] not in _LIBRARY_EXCLUDES
-        and "__pycache__" not in path.parts
-        and path.suffix != ".pyc"
-    )
+    """The runtime library, whole: dev tooling is a package of its own (shared/tessera_dev), so
+    nothing needs leaving out."""
+    return sorted(path for path in LIBRARY_DIR.rglob("*.py") if "__pycache__" not in path.parts)
 
 
 def _function_files(function: str) -> list[Path]:

@@ -14,15 +14,28 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from tessera.local.samples import Glyphs, render_sheet, sklearn_digits
 from tessera.storage import ObjectStore
+from tessera.storage.memory import InMemoryObjectStore
+from tessera.storage.s3 import S3ObjectStore
+from tessera_dev.samples import Glyphs, render_sheet, sklearn_digits
 
 EVENTS = Path(__file__).parent / "events"
 BUCKET = "tessera-test"
 
 
+# Fixtures that put a test against moto: such a test is an integration test.
+MOTO_FIXTURES = frozenset({"aws_env", "store", "served", "served_once"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MOTO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text())
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
 
 
 def sqs_event_for(
@@ -64,10 +77,26 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def store(aws_env: None) -> Iterator[ObjectStore]:
+def store(aws_env: None) -> Iterator[S3ObjectStore]:
+    """The S3 adapter against moto: for tests of the adapter, the handlers and the runtime."""
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield ObjectStore(bucket=BUCKET)
+        yield S3ObjectStore(bucket=BUCKET)
+
+
+@pytest.fixture
+def memory_store() -> InMemoryObjectStore:
+    """The storage port in memory: domain tests need no moto."""
+    return InMemoryObjectStore(bucket=BUCKET)
+
+
+@pytest.fixture(params=["memory", "s3"])
+def any_store(request: pytest.FixtureRequest) -> ObjectStore:
+    """Both implementations of the storage port, for behaviour that must hold on either."""
+    if request.param == "memory":
+        return InMemoryObjectStore(bucket=BUCKET)
+    store: ObjectStore = request.getfixturevalue("store")
+    return store
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +113,7 @@ def digits_sheet(
 
 
 def keys_under(store: ObjectStore, prefix: str) -> list[str]:
-    return sorted(item["Key"] for item in store.list(prefix))
+    return sorted(item.key for item in store.list(prefix))
 
 
 def assert_probabilities(values: list[float]) -> None:

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tessera.dataset import VECTOR_LENGTH, Dataset, DatasetError, load_dataset, merge
-from tessera.errors import CodedError
-from tessera.imaging import normalize_tile, to_vector
-from tessera.local.samples import read_idx
+from tessera.config import VECTOR_LENGTH
+from tessera.dataset import Dataset, DatasetError, load_dataset, merge
+from tessera.imaging.normalize import normalize_tile, to_vector
 from tessera.storage import ObjectStore
+from training.errors import TrainingError
 
 # One CSV field can hold a whole 784-value vector (the reference layout); the stdlib's default
 # field limit (128 KiB) is enough, but a hostile file should fail on our checks, not on csv's.
@@ -44,10 +44,6 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-
-
-class TrainingError(CodedError):
-    """The job cannot produce a model: a machine-readable code and a message naming the problem."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +174,21 @@ def _pixel_rows(
         labels.append(_label(record[0], path, line))
         rows.append(np.rint(_parse_values(record[1:], path, line)).astype(np.uint8))
     return rows, labels
+
+
+def read_idx(path: Path) -> NDArray[np.uint8]:
+    """An MNIST idx file (gzipped or not) as an array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {body.size} bytes, its header says {shape}")
+    return body.reshape(shape)
 
 
 def from_mnist(directory: Path, *, split: str, verify: bool = True) -> Dataset:

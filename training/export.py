@@ -18,8 +18,8 @@ from onnx import helper, numpy_helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
-from tessera.dataset import VECTOR_LENGTH
-from tessera.serving import EMBEDDING, INPUT_NAME, PROBABILITIES
+from tessera.config import VECTOR_LENGTH
+from tessera.serving.model import EMBEDDING, INPUT_NAME, PROBABILITIES
 
 TARGET_OPSET = 17
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": "Identity"}

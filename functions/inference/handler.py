@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tessera.config import FunctionSettings
 from tessera.errors import InvalidInput
 from tessera.registry import ModelRegistry
-from tessera.requests import (
+from tessera.serving.api_input import (
     DEFAULT_SIMILAR_K,
     DEFAULT_TOP_K,
     MAX_SIMILAR_INSTANCES,
@@ -32,8 +32,9 @@ from tessera.requests import (
     ApiRequest,
     parse_request,
 )
-from tessera.serving import ModelCache, ModelCatalog, ModelNotFound, SimilarityUnavailable
-from tessera.storage import ObjectStore
+from tessera.serving.cache import ModelCache, ModelCatalog
+from tessera.serving.model import ModelNotFound, SimilarityUnavailable
+from tessera.storage.s3 import S3ObjectStore
 
 logger = Logger(service="inference")
 app = APIGatewayRestResolver()
@@ -106,7 +107,7 @@ def cache_for(name: str) -> ModelCache:
         cache = _caches.get(name)
         if cache is None:
             settings = FunctionSettings.from_env()
-            registry = ModelRegistry(ObjectStore(bucket=settings.bucket), name)
+            registry = ModelRegistry(S3ObjectStore(bucket=settings.bucket), name)
             cache = ModelCache(registry=registry, ttl_seconds=settings.champion_ttl_seconds)
             _caches[name] = cache
             while len(_caches) > MAX_CACHED_MODELS:
@@ -121,7 +122,8 @@ def catalog() -> ModelCatalog:
         settings = FunctionSettings.from_env()
         _catalog.append(
             ModelCatalog(
-                store=ObjectStore(bucket=settings.bucket), ttl_seconds=settings.champion_ttl_seconds
+                store=S3ObjectStore(bucket=settings.bucket),
+                ttl_seconds=settings.champion_ttl_seconds,
             )
         )
     return _catalog[0]

@@ -1,6 +1,6 @@
 """Split: a sheet dropped under incoming/train/ becomes one PNG tile per cell under tiles/."""
 
-from tessera.ingest import split_object
-from tessera.lambda_support import s3_queue_handler
+from tessera.pipeline.split import split_object
+from tessera.pipeline.sqs_handler import s3_queue_handler
 
 lambda_handler = s3_queue_handler(split_object, service="split")

@@ -1,6 +1,6 @@
 """Vectorize: a tile under tiles/ becomes an MNIST-normalized row under datasets/."""
 
-from tessera.ingest import vectorize_object
-from tessera.lambda_support import s3_queue_handler
+from tessera.pipeline.sqs_handler import s3_queue_handler
+from tessera.pipeline.vectorize import vectorize_object
 
 lambda_handler = s3_queue_handler(vectorize_object, service="vectorize")

@@ -10,6 +10,29 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+# MNIST's format: a 28x28 tile, its glyph fitted into the middle 20x20, stored as 784 bytes.
+TILE_SIZE = 28
+GLYPH_BOX = 20
+VECTOR_LENGTH = TILE_SIZE * TILE_SIZE
+
+
+class Env:
+    """Names of the environment variables the stack (or the local runtime) sets and the code
+    reads; the values are documented where each is read."""
+
+    BUCKET = "TESSERA_BUCKET"
+    MODEL_NAME = "TESSERA_MODEL_NAME"
+    CHAMPION_TTL_SECONDS = "TESSERA_CHAMPION_TTL_SECONDS"
+    ORT_THREADS = "TESSERA_ORT_THREADS"
+    RUN_ID = "TESSERA_RUN_ID"
+    FAMILY = "TESSERA_FAMILY"
+    SEARCH = "TESSERA_SEARCH"
+    SEARCH_ROWS = "TESSERA_SEARCH_ROWS"
+    JOBS = "TESSERA_JOBS"
+    SEED = "TESSERA_SEED"
+    DATA_DIR = "TESSERA_DATA_DIR"
+    LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Prefixes:
@@ -77,7 +100,6 @@ class PipelineConfig:
     default_dataset: str = "digits"
     prefixes: Prefixes = field(default_factory=Prefixes)
     limits: Limits = field(default_factory=Limits)
-    tile_size: int = 28
     queues: tuple[QueueSpec, ...] = ()
     routes: tuple[Route, ...] = ()
     champion_ttl_seconds: int = 30
@@ -144,9 +166,9 @@ class FunctionSettings:
     @classmethod
     def from_env(cls) -> FunctionSettings:
         return cls(
-            bucket=os.environ["TESSERA_BUCKET"],
-            model_name=os.environ.get("TESSERA_MODEL_NAME", PIPELINE.default_dataset),
+            bucket=os.environ[Env.BUCKET],
+            model_name=os.environ.get(Env.MODEL_NAME, PIPELINE.default_dataset),
             champion_ttl_seconds=int(
-                os.environ.get("TESSERA_CHAMPION_TTL_SECONDS", PIPELINE.champion_ttl_seconds)
+                os.environ.get(Env.CHAMPION_TTL_SECONDS, PIPELINE.champion_ttl_seconds)
             ),
         )

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tessera.config import PIPELINE
+from tessera.config import PIPELINE, VECTOR_LENGTH
 from tessera.storage import ObjectStore
 
-VECTOR_LENGTH = PIPELINE.tile_size * PIPELINE.tile_size
 ROWS = "rows/"
 SNAPSHOTS = "snapshots/"
 SHEETS = "sheets/"
@@ -111,7 +110,7 @@ def write_row(store: ObjectStore, row: Row) -> tuple[str, bool]:
     """Write a tile's row unless the same tile content is already there; (key, written)."""
     key = shard_key_for_tile(row.source_key)
     existing = store.head(key)
-    if existing is not None and existing.get("Metadata", {}).get("source-etag") == row.source_etag:
+    if existing is not None and existing.metadata.get("source-etag") == row.source_etag:
         return key, False
     store.put(
         key,
@@ -132,7 +131,7 @@ def fingerprint_of(listing: Iterable[tuple[str, str]]) -> str:
 def load_dataset(store: ObjectStore, name: str, *, workers: int = 32) -> Dataset:
     """Every row of one dataset, through a snapshot when the shards have not changed."""
     prefix = dataset_prefix(name) + ROWS
-    listing = [(item["Key"], item["ETag"]) for item in store.list(prefix)]
+    listing = [(item.key, item.etag) for item in store.list(prefix)]
     if not listing:
         raise DatasetError(f"dataset {name!r} is empty: no rows under s3://{store.bucket}/{prefix}")
     fingerprint = fingerprint_of(listing)

@@ -1,7 +1,8 @@
 """The model registry in the bucket.
 
 models/<name>/<version>/   model.onnx, metrics.json, report.html, plots, config.json,
-                           embeddings.npz: everything one training run produced
+                           embeddings.npz: everything one training run produced (the file
+                           names below are the only place these names are spelled)
 models/<name>/champion.json          the pointer serving follows (one conditional PUT: atomic)
 models/<name>/champion-history/      every pointer ever written, oldest first by key
 
@@ -20,16 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from tessera.config import PIPELINE
-from tessera.storage import ObjectStore
+from tessera.storage import ObjectMissing, ObjectStore, WriteConflict
 
 MODEL_FILE = "model.onnx"
 METRICS_FILE = "metrics.json"
 CHAMPION_FILE = "champion.json"
 REPORT_FILE = "report.html"
 CONFIG_FILE = "config.json"
+EMBEDDINGS_FILE = "embeddings.npz"
 HISTORY = "champion-history/"
 PROMOTION_ATTEMPTS = 3
 _VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6,16}$")
@@ -76,7 +76,7 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         found = set()
         for item in self.store.list(self.prefix):
-            parts = item["Key"][len(self.prefix) :].split("/")
+            parts = item.key[len(self.prefix) :].split("/")
             if len(parts) == 2 and parts[1] == MODEL_FILE and is_version(parts[0]):
                 found.add(parts[0])
         return sorted(found)
@@ -84,16 +84,14 @@ class ModelRegistry:
     def champion_with_etag(self) -> tuple[dict[str, Any] | None, str | None]:
         try:
             stored = self.store.get(self.prefix + CHAMPION_FILE)
-        except ClientError as error:
-            if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None, None
-            raise
+        except ObjectMissing:
+            return None, None
         document = json.loads(stored.body)
         return (document if isinstance(document, dict) else None), stored.etag
 
     def history(self) -> list[dict[str, Any]]:
         """Every pointer ever written, oldest first."""
-        keys = sorted(item["Key"] for item in self.store.list(self.prefix + HISTORY))
+        keys = sorted(item.key for item in self.store.list(self.prefix + HISTORY))
         return [document for key in keys if isinstance(document := self.store.get_json(key), dict)]
 
     def promote_if_better(
@@ -119,14 +117,8 @@ class ModelRegistry:
                 )
             try:
                 self._write_pointer(version, accuracy, evaluation, pointer, etag, measured)
-            except ClientError as error:
-                if error.response["Error"]["Code"] in (
-                    "PreconditionFailed",
-                    "412",
-                    "ConditionalRequestConflict",
-                ):
-                    continue
-                raise
+            except WriteConflict:
+                continue
             return PromotionDecision(
                 promoted=True, champion_before=pointer, champion_accuracy=measured
             )
@@ -162,13 +154,12 @@ class ModelRegistry:
         }
         body = json.dumps(pointer, indent=2, sort_keys=True).encode()
         # If-Match / If-None-Match make the read-decide-write a compare-and-swap.
-        condition = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
-        self.store.client.put_object(
-            Bucket=self.store.bucket,
-            Key=self.prefix + CHAMPION_FILE,
-            Body=body,
-            ContentType="application/json",
-            **condition,
+        self.store.put(
+            self.prefix + CHAMPION_FILE,
+            body,
+            content_type="application/json",
+            if_match=etag or None,
+            if_none_match=not etag,
         )
         # Written after the pointer, so the history holds only pointers that were in force.
         history_key = f"{self.prefix}{HISTORY}{now.strftime('%Y%m%dT%H%M%S%fZ')}-{version}.json"

@@ -16,7 +16,7 @@ def render(value: Any) -> str:
         ((function, argument),) = value.items()
         if function == "Fn::Join":
             separator, parts = argument
-            return separator.join(render(part) for part in parts)
+            return str(separator).join(render(part) for part in parts)
         if function == "Fn::GetAtt":
             return f"<{argument[0]}.{argument[1]}>"
         if function == "Ref":
@@ -29,7 +29,7 @@ def as_list(value: Any) -> list[Any]:
 
 
 def resources(template: Template, resource_type: str) -> dict[str, dict[str, Any]]:
-    return dict(template.find_resources(resource_type))
+    return {key: dict(value) for key, value in template.find_resources(resource_type).items()}
 
 
 def only(template: Template, resource_type: str, **properties: Any) -> tuple[str, dict[str, Any]]:
@@ -67,7 +67,8 @@ def resources_for_action(statements: list[dict[str, Any]], action: str) -> set[s
 
 def state_machine_definition(template: Template) -> dict[str, Any]:
     (machine,) = resources(template, "AWS::StepFunctions::StateMachine").values()
-    return json.loads(render(machine["Properties"]["DefinitionString"]))
+    definition: dict[str, Any] = json.loads(render(machine["Properties"]["DefinitionString"]))
+    return definition
 
 
 def logical_id(construct: Any) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from infra import bundling
 from infra.function import IMAGE_REQUIREMENTS, REQUIREMENTS_BY_FUNCTION, SERVING_REQUIREMENTS
+from tests.infra.conftest import Synthesized
 
 
 def test_a_bundle_holds_the_handler_package_and_the_library_without_dev_tools(
@@ -23,10 +24,16 @@ def test_a_bundle_holds_the_handler_package_and_the_library_without_dev_tools(
     assert (tmp_path / "tessera" / "config.py").is_file()
     # AND carries neither the other functions nor the dev-only parts of the library
     assert sorted(p.name for p in (tmp_path / "functions").iterdir()) == ["__init__.py", "split"]
-    assert not (tmp_path / "tessera" / "local").exists()
-    assert not (tmp_path / "tessera" / "cli.py").exists()
-    assert not (tmp_path / "tessera" / "bench").exists()
-    assert not (tmp_path / "tessera" / "evaluation").exists()
+    assert not (tmp_path / "tessera_dev").exists()
+    bundled = sorted(
+        str(p.relative_to(tmp_path / "tessera")) for p in (tmp_path / "tessera").rglob("*.py")
+    )
+    library = sorted(
+        str(p.relative_to(bundling.LIBRARY_DIR))
+        for p in bundling.LIBRARY_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts
+    )
+    assert bundled == library
     assert not list(tmp_path.rglob("__pycache__"))
 
 
@@ -45,6 +52,12 @@ def test_the_bundle_hash_changes_with_the_library(
     # GIVEN a copy of the library under the repo's layout
     library = tmp_path / "shared" / "tessera"
     shutil.copytree(bundling.LIBRARY_DIR, library, ignore=shutil.ignore_patterns("__pycache__"))
+    dev = tmp_path / "shared" / "tessera_dev"
+    shutil.copytree(
+        bundling.LIBRARY_DIR.parent / "tessera_dev",
+        dev,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copytree(
         bundling.FUNCTIONS_DIR, tmp_path / "functions", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -60,7 +73,7 @@ def test_the_bundle_hash_changes_with_the_library(
 
     before = digest()
     # WHEN a dev-only file changes, THEN the bundle is the same
-    (library / "local" / "__init__.py").write_text("# changed\n")
+    (dev / "local" / "__init__.py").write_text("# changed\n")
     assert digest() == before
     # WHEN a library module changes, THEN the bundle hash changes
     (library / "config.py").write_text((library / "config.py").read_text() + "\n# changed\n")
@@ -103,3 +116,22 @@ def test_pruning_drops_what_functions_never_import_and_keeps_the_rest(tmp_path: 
         "onnxruntime",
         "onnxruntime/capi",
     ]
+
+
+def test_the_synthesized_bundles_carry_no_dev_tooling(synthesized: Synthesized) -> None:
+    # GIVEN the asset directories `cdk synth` staged for the four functions
+    bundles = [path for path in synthesized.outdir.glob("asset.*") if (path / "tessera").is_dir()]
+    assert len(bundles) == 4
+    for bundle in bundles:
+        # THEN each holds its handler and the runtime library, and nothing of the dev package
+        assert (bundle / "tessera" / "config.py").is_file()
+        assert not (bundle / "tessera_dev").exists()
+        modules = [path.relative_to(bundle) for path in bundle.rglob("*.py")]
+        assert not [
+            m for m in modules if m.parts[0] in ("tessera_dev", "training", "infra", "tests")
+        ]
+        # AND no bundled module imports dev tooling, moto or the training stack
+        for module in bundle.joinpath("tessera").rglob("*.py"):
+            text = module.read_text()
+            for banned in ("tessera_dev", "import moto", "from moto", "tensorflow", "sklearn"):
+                assert banned not in text, f"{module.relative_to(bundle)} mentions {banned}"

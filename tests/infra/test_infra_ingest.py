@@ -16,7 +16,10 @@ QUEUES = {spec.function: spec for spec in PIPELINE.queues}
 
 def _notifications(template: Template) -> list[dict[str, Any]]:
     (notifications,) = resources(template, "Custom::S3BucketNotifications").values()
-    return notifications["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    configurations: list[dict[str, Any]] = notifications["Properties"]["NotificationConfiguration"][
+        "QueueConfigurations"
+    ]
+    return configurations
 
 
 def _filter_rules(configuration: dict[str, Any]) -> dict[str, str]:

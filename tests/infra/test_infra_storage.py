@@ -13,7 +13,10 @@ from tests.infra.infra_template_tools import logical_id, resources
 
 def _pipeline_bucket(synthesized: Synthesized) -> dict[str, Any]:
     bucket_id = logical_id(synthesized.stack.storage.bucket)
-    return resources(synthesized.template, "AWS::S3::Bucket")[bucket_id]["Properties"]
+    properties: dict[str, Any] = resources(synthesized.template, "AWS::S3::Bucket")[bucket_id][
+        "Properties"
+    ]
+    return properties
 
 
 def test_every_bucket_blocks_public_access_and_is_encrypted(template: Template) -> None:

@@ -25,7 +25,8 @@ def _train_state(definition: dict[str, Any]) -> dict[str, Any]:
         for s in definition["States"].values()
         if s.get("Resource", "").endswith(":states:::batch:submitJob.sync")
     ]
-    return state
+    found: dict[str, Any] = state
+    return found
 
 
 def test_jobs_run_on_fargate_with_their_own_role(synthesized: Synthesized) -> None:

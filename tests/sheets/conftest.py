@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from tessera.local.samples import Glyphs, sklearn_digits
+from tessera_dev.samples import Glyphs, sklearn_digits
 
 
 def upscaled_digits(count: int) -> Glyphs:

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tessera.components import label_components
-from tessera.imaging import decode_image, normalize_ink, to_vector, to_vectors
-from tessera.local.samples import Glyphs
-from tessera.segmentation import cut_sheet, estimate_tilt, prepare_page
-from tessera.synthetic import SheetStyle, make_sheet
+from tessera.imaging.connected_components import label_components
+from tessera.imaging.decode import decode_image
+from tessera.imaging.normalize import normalize_ink, to_vector, to_vectors
+from tessera.sheets.cutting import cut_sheet
+from tessera.sheets.page import prepare_page
+from tessera.sheets.tilt import estimate_tilt
+from tessera_dev.samples import Glyphs
+from tessera_dev.synthetic import SheetStyle, make_sheet
 from tests.sheets.conftest import upscaled_digits
 
 

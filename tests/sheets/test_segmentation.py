@@ -1,5 +1,5 @@
-"""Real sheets: grids found on ruled, skewed, unevenly lit pages; empty cells reported; pages
-with no grid read in order; every kind of bad input ends in a clear outcome."""
+"""Real sheets: grids found on ruled, skewed, unevenly lit pages; empty cells reported; every
+kind of bad input ends in a clear outcome."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from tessera.components import label_components
 from tessera.errors import InvalidInput
-from tessera.imaging import decode_image, normalize_tile
-from tessera.local.samples import Glyphs, render_sheet
-from tessera.segmentation import cut_sheet, find_symbols
-from tessera.synthetic import SheetStyle, make_sheet
+from tessera.imaging.connected_components import label_components
+from tessera.imaging.decode import decode_image
+from tessera.imaging.normalize import normalize_tile
+from tessera.sheets.cutting import cut_sheet
+from tessera_dev.samples import Glyphs, render_sheet
+from tessera_dev.synthetic import SheetStyle, make_sheet
 from tests.sheets.conftest import upscaled_digits
 
 
@@ -82,36 +83,6 @@ def test_ruled_lines_do_not_reach_the_tiles() -> None:
     assert sorted(cutting.empty) == [(0, 1), (1, 0), (1, 1)]
 
 
-def test_a_page_with_no_grid_is_read_in_reading_order() -> None:
-    # GIVEN two lines of bars of different widths, and an "=" made of two pieces
-    page = Image.new("L", (300, 160), 255)
-    draw = ImageDraw.Draw(page)
-    widths = [4, 8, 12]
-    for line, top in enumerate((20, 100)):
-        for k, left in enumerate((30, 120, 210)):
-            draw.rectangle([left, top, left + widths[k] + line, top + 40], fill=0)
-    reading = find_symbols(np.asarray(page, dtype=np.float32) / 255.0)
-    boxes = [s.box for s in reading.symbols]
-    # THEN six symbols, line by line, left to right, with their boxes in source pixels
-    assert [s.line for s in reading.symbols] == [0, 0, 0, 1, 1, 1]
-    # (within a pixel: the page is smoothed before thresholding)
-    assert np.allclose([b[0] for b in boxes], [30, 120, 210, 30, 120, 210], atol=1)
-    assert abs(boxes[0][1] - 20) <= 1 and abs(boxes[3][1] - 100) <= 1
-    assert reading.normalized().shape == (6, 28, 28)
-
-
-def test_pieces_stacked_over_each_other_are_one_symbol() -> None:
-    page = Image.new("L", (120, 80), 255)
-    draw = ImageDraw.Draw(page)
-    draw.rectangle([20, 30, 50, 34], fill=0)  # an "=" ...
-    draw.rectangle([20, 42, 50, 46], fill=0)
-    draw.rectangle([80, 20, 84, 60], fill=0)  # ... and a "1"
-    reading = find_symbols(np.asarray(page, dtype=np.float32) / 255.0)
-    boxes = [s.box for s in reading.symbols]
-    assert len(boxes) == 2
-    assert np.allclose(boxes, [(20, 30, 51, 47), (80, 20, 85, 61)], atol=1)
-
-
 # ------------------------------------------------------------------------------ bad input
 
 
@@ -148,8 +119,6 @@ def test_a_one_pixel_wide_image_is_refused() -> None:
     with pytest.raises(InvalidInput) as caught:
         cut_sheet(np.ones((500, 1), dtype=np.float32))
     assert caught.value.code == "image_too_small"
-    with pytest.raises(InvalidInput):
-        find_symbols(np.ones((1, 500), dtype=np.float32))
 
 
 def test_a_page_of_scribble_without_a_grid_is_refused_clearly() -> None:

@@ -7,16 +7,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from tessera.local.samples import Glyphs
+from tessera_dev.samples import Glyphs
+from training.candidates import check_parity
 from training.export import keras_to_onnx
-from training.families import (
-    KERAS_RECIPES,
-    STRONG_AUGMENTATION,
-    FitOptions,
-    augmentation_model,
-    fit_keras,
-)
-from training.train import check_parity
+from training.families.augmentation import STRONG_AUGMENTATION, augmentation_model
+from training.families.base import FitOptions
+from training.families.keras import KERAS_RECIPES, fit_keras
 
 
 def padded_digits(digits: Glyphs, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.bench.training import _table, epoch_budget, main
+from tessera_dev.bench.training import _table, epoch_budget, main
 
 
 def test_epoch_budgets_apply_to_all_or_to_named_families() -> None:

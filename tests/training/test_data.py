@@ -11,7 +11,8 @@ import pytest
 
 from tessera.dataset import Row, write_row
 from tessera.storage import ObjectStore
-from training.data import TrainingError, from_bucket, from_csv, from_mnist, verify_mnist_file
+from training.data import from_bucket, from_csv, from_mnist, verify_mnist_file
+from training.errors import TrainingError
 
 
 def reference_csv(path: Path, rows: list[tuple[list[int], str]]) -> Path:

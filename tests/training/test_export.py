@@ -12,9 +12,10 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tessera.local.samples import Glyphs
+from tessera_dev.samples import Glyphs
 from training.export import mlp_embedding, sklearn_to_onnx
-from training.families import FitOptions, fit_keras
+from training.families.base import FitOptions
+from training.families.keras import fit_keras
 
 
 def features(digits: Glyphs, count: int) -> tuple[np.ndarray, np.ndarray]:

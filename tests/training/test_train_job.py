@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from tessera.dataset import Row, write_row
-from tessera.local.samples import Glyphs
 from tessera.registry import ModelRegistry
 from tessera.storage import ObjectStore
+from tessera_dev.samples import Glyphs
 from tests.conftest import BUCKET
-from training.train import check_parity, main
+from training.candidates import check_parity
+from training.train import main
 
 ROWS = 300
 
@@ -73,7 +74,7 @@ def test_a_run_writes_every_artifact_and_promotes_the_first_model(
     version = trained["version"]
     assert trained["status"] == "succeeded" and trained["promoted"] is True
     assert trained["test_accuracy"] > 0.8 and trained["parity"]["passed"] is True
-    files = {item["Key"].rsplit("/", 1)[1] for item in store.list(f"models/digits/{version}/")}
+    files = {item.key.rsplit("/", 1)[1] for item in store.list(f"models/digits/{version}/")}
     assert files == {
         "model.onnx",
         "metrics.json",
@@ -101,6 +102,7 @@ def test_a_run_writes_every_artifact_and_promotes_the_first_model(
         == metrics["epochs_run"]
     )
     config = store.get_json(f"models/digits/{version}/config.json")
+    assert config is not None
     assert config["data"]["fingerprint"] == metrics["evaluation"]["fingerprint"]
     report = store.get(f"models/digits/{version}/report.html").body.decode()
     assert report.count("data:image/png;base64,") == 3 and "precision" in report

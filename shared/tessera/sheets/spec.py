@@ -1,0 +1,184 @@
+"""What a dropped sheet says about itself: its dataset, grid and labels.
+
+Two ways to say it, so both `aws s3 cp --metadata` users and people dragging files into the S3
+console are served:
+- S3 user metadata: `grid=10x10`, `row-labels=0,1,...,9` or `labels=<one per cell>` or
+  `label=7`, `square=true|false`.
+- The key: `incoming/train/<dataset>/<label>/<name>.png` labels every cell, and a grid in the
+  file name (`sheet-10x10.png`) needs no metadata.
+A sheet that names no grid has it found on the page (ruled lines or gaps between symbols).
+Metadata wins over the key when both say something.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+
+from tessera.config import PIPELINE
+from tessera.errors import InvalidInput
+from tessera.names import validate_dataset_name, validate_label
+
+METADATA_KEYS = frozenset({"grid", "row-labels", "labels", "label", "square"})
+_GRID = re.compile(r"^\s*(\d{1,4})\s*[xX]\s*(\d{1,4})\s*$")
+_GRID_IN_NAME = re.compile(r"(?:^|[_\-.])(\d{1,4})x(\d{1,4})(?:[_\-.]|$)")
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SheetSpec:
+    """A training sheet's spec. `rows`/`cols` are None when the sheet does not name its grid:
+    the split step finds it, then `with_grid` checks the labels against what was found."""
+
+    dataset: str
+    sheet_id: str
+    rows: int | None
+    cols: int | None
+    labels: tuple[str, ...]
+    square: bool = False
+    label_layout: str = "cells"  # "cells": one per cell, "rows": one per row, "all": one
+
+    def label_at(self, row: int, col: int) -> str:
+        if self.label_layout == "all":
+            return self.labels[0]
+        if self.label_layout == "rows":
+            return self.labels[row]
+        assert self.cols is not None
+        return self.labels[row * self.cols + col]
+
+    def with_grid(self, rows: int, cols: int) -> SheetSpec:
+        """This spec with the grid the page was found to have; labels must still fit it."""
+        if self.label_layout == "rows" and len(self.labels) != rows:
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(self.labels)} row labels for the {rows}x{cols} grid found on the sheet",
+            )
+        if self.label_layout == "cells" and len(self.labels) != rows * cols:
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(self.labels)} labels for the {rows}x{cols} grid found on the sheet",
+            )
+        return _expanded(replace(self, rows=rows, cols=cols))
+
+
+def _expanded(spec: SheetSpec) -> SheetSpec:
+    """With the grid known, one label per cell: what every reader of `labels` expects."""
+    if spec.rows is None or spec.cols is None or spec.label_layout == "cells":
+        return spec
+    cells = tuple(spec.label_at(r, c) for r in range(spec.rows) for c in range(spec.cols))
+    return replace(spec, labels=cells, label_layout="cells")
+
+
+def sheet_id_for(key: str, etag: str) -> str:
+    """Deterministic per (object, content): reprocessing the same upload rewrites the same tiles."""
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    safe_stem = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:40] or "sheet"
+    digest = hashlib.sha256(f"{key}\n{etag.strip(chr(34))}".encode()).hexdigest()[:12]
+    return f"{safe_stem}-{digest}"
+
+
+def parse_grid(value: str) -> tuple[int, int]:
+    match = _GRID.fullmatch(value)
+    if not match:
+        raise InvalidInput("bad_metadata", f"grid={value!r} is not ROWSxCOLS, e.g. 10x10")
+    return int(match.group(1)), int(match.group(2))
+
+
+def optional_grid_for(filename: str, metadata: dict[str, str]) -> tuple[int, int] | None:
+    """The grid from metadata `grid=RxC`, else from a file name like `sheet-10x10.png`; None
+    when the sheet names no grid (Split then finds it on the page)."""
+    if "grid" in metadata:
+        rows, cols = parse_grid(metadata["grid"])
+    else:
+        found = _GRID_IN_NAME.search(filename.rsplit(".", 1)[0].lower())
+        if not found:
+            return None
+        rows, cols = int(found.group(1)), int(found.group(2))
+    if rows < 1 or cols < 1:
+        raise InvalidInput("bad_metadata", f"grid {rows}x{cols} needs at least one cell")
+    return rows, cols
+
+
+def square_from(metadata: dict[str, str]) -> bool:
+    flag = metadata.get("square", "false").strip().lower()
+    if flag not in _TRUE | _FALSE:
+        raise InvalidInput("bad_metadata", f"square={metadata['square']!r} is not true/false")
+    return flag in _TRUE
+
+
+def check_metadata_keys(metadata: dict[str, str], known: frozenset[str]) -> dict[str, str]:
+    """Lower-cased metadata; unknown keys are refused rather than silently ignored."""
+    lowered = {name.lower(): value for name, value in metadata.items()}
+    unknown = sorted(set(lowered) - known)
+    if unknown:
+        raise InvalidInput(
+            "bad_metadata", f"unknown metadata {unknown}; known keys are {sorted(known)}"
+        )
+    return lowered
+
+
+def _split_labels(value: str) -> list[str]:
+    return [validate_label(part.strip()) for part in value.split(",")]
+
+
+def sheet_spec_from(key: str, etag: str, metadata: dict[str, str]) -> SheetSpec:
+    """Read a training sheet's spec from its key under incoming/train/ and its user metadata."""
+    prefix = PIPELINE.prefixes.incoming_train
+    if not key.startswith(prefix):
+        raise InvalidInput("bad_key", f"{key!r} is not under {prefix}")
+    parts = key[len(prefix) :].split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidInput(
+            "bad_key",
+            f"expected {prefix}<dataset>/<file> or {prefix}<dataset>/<label>/<file>, got {key!r}",
+        )
+    dataset = validate_dataset_name(parts[0])
+    key_label = validate_label(parts[1]) if len(parts) == 3 else None
+    filename = parts[-1]
+
+    metadata = check_metadata_keys(metadata, METADATA_KEYS)
+
+    grid = optional_grid_for(filename, metadata)
+    rows, cols = grid if grid is not None else (None, None)
+
+    label_sources = [name for name in ("labels", "row-labels", "label") if name in metadata]
+    if len(label_sources) > 1:
+        raise InvalidInput("bad_metadata", f"give only one of {label_sources}")
+    layout = "cells"
+    if "labels" in metadata:
+        labels = _split_labels(metadata["labels"])
+        if rows is not None and cols is not None and len(labels) != rows * cols:
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(labels)} labels for a {rows}x{cols} grid of {rows * cols} cells",
+            )
+    elif "row-labels" in metadata:
+        labels = _split_labels(metadata["row-labels"])
+        layout = "rows"
+        if rows is not None and len(labels) != rows:
+            raise InvalidInput("label_count_mismatch", f"{len(labels)} row labels for {rows} rows")
+    elif "label" in metadata:
+        labels = [validate_label(metadata["label"].strip())]
+        layout = "all"
+    elif key_label is not None:
+        labels = [key_label]
+        layout = "all"
+    else:
+        raise InvalidInput(
+            "missing_labels",
+            "no labels: set metadata row-labels, labels or label, "
+            f"or put the sheet under {prefix}<dataset>/<label>/",
+        )
+
+    spec = SheetSpec(
+        dataset=dataset,
+        sheet_id=sheet_id_for(key, etag),
+        rows=rows,
+        cols=cols,
+        labels=tuple(labels),
+        square=square_from(metadata),
+        label_layout=layout,
+    )
+    return _expanded(spec)

@@ -1,0 +1,250 @@
+"""`tessera eval sheets`: real and generated sheets through the same cutting and normalization
+the functions run, scored against known truth with the current champion (or a local ONNX).
+
+Per sheet it prints cells found vs expected, cells cut correctly (the found grid has the
+expected shape and the cell's empty/inked state matches the truth) and the accuracy of the
+model on the inked cells whose label is a class the model knows, twice: on the sheet's stack
+normalized in one call, and "via tiles", the way a cell reaches the dataset and batch
+predictions (an 8-bit tile PNG, then `normalize_tile` on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tessera.errors import InvalidInput
+from tessera.imaging.decode import decode_image, encode_png
+from tessera.imaging.normalize import normalize_tile, to_vectors
+from tessera.serving.model import OnnxClassifier
+from tessera.sheets.cutting import cut_sheet
+from tessera_dev.samples import data_dir, mnist
+from tessera_dev.synthetic import SheetStyle, make_sheet
+
+SEED_ROWS = ("x", "y", "z", "t", "1", "2", "3", "4", "5", "6")
+
+
+@dataclass
+class SheetResult:
+    name: str
+    expected: tuple[int, int]
+    found: tuple[int, int] | None
+    source: str
+    cut_ok: int
+    cells: int
+    correct: int
+    scored: int
+    seconds: float
+    note: str = ""
+    correct_via_tiles: int = 0
+
+    def row(self) -> list[str]:
+        found = f"{self.found[0]}x{self.found[1]}" if self.found else "-"
+        accuracy = f"{self.correct / self.scored:.2%}" if self.scored else "-"
+        return [
+            self.name,
+            f"{self.expected[0]}x{self.expected[1]}",
+            found,
+            self.source,
+            f"{self.cut_ok}/{self.cells} ({self.cut_ok / max(1, self.cells):.2%})",
+            f"{self.correct}/{self.scored}",
+            accuracy,
+            f"{self.correct_via_tiles / self.scored:.2%}" if self.scored else "-",
+            f"{self.seconds:.2f}",
+            self.note,
+        ]
+
+
+def _load_model(args: argparse.Namespace) -> OnnxClassifier:
+    if args.model:
+        return OnnxClassifier.from_bytes(
+            Path(args.model).read_bytes(), name=Path(args.model).stem, version="local"
+        )
+    from tessera.registry import ModelRegistry
+    from tessera.storage.s3 import S3ObjectStore
+
+    registry = ModelRegistry(S3ObjectStore(bucket=args.bucket), args.model_name)
+    champion = registry.champion()
+    if champion is None:
+        raise SystemExit(f"no champion for model {args.model_name!r} in bucket {args.bucket!r}")
+    version = str(champion["version"])
+    return OnnxClassifier.from_bytes(
+        registry.model_bytes(version), name=args.model_name, version=version
+    )
+
+
+def evaluate_sheet(
+    name: str,
+    image: np.ndarray,
+    *,
+    expected: tuple[int, int],
+    labels: list[str | None],
+    model: OnnxClassifier,
+    rows: int | None = None,
+    cols: int | None = None,
+) -> SheetResult:
+    """Cut with no grid given (unless rows/cols are), then score cells and predictions."""
+    start = time.perf_counter()
+    try:
+        cutting = cut_sheet(image, rows, cols)
+    except InvalidInput as error:
+        return SheetResult(
+            name,
+            expected,
+            None,
+            "-",
+            0,
+            len(labels),
+            0,
+            0,
+            time.perf_counter() - start,
+            note=error.code,
+        )
+    normalized, present = cutting.normalized()
+    elapsed = time.perf_counter() - start
+    found = (cutting.rows, cutting.cols)
+    if found != expected:
+        return SheetResult(
+            name,
+            expected,
+            found,
+            cutting.grid_source,
+            0,
+            len(labels),
+            0,
+            0,
+            elapsed,
+            note="grid differs",
+        )
+    truth_inked = np.array([label is not None for label in labels])
+    cut_ok = int((truth_inked == present).sum())
+    known = set(model.classes)
+    scored = [i for i, label in enumerate(labels) if label in known and present[i]]
+    missed = sum(1 for i, label in enumerate(labels) if label in known and not present[i])
+    correct = correct_via_tiles = 0
+    if scored:
+        batch = to_vectors(normalized[scored]).astype(np.float32) / 255.0
+        predicted = [p["label"] for p in model.predict(batch, top_k=1)]
+        correct = sum(1 for i, p in zip(scored, predicted, strict=True) if p == labels[i])
+        via_tiles = [_via_tile(cutting.tiles[i].pixels) for i in scored]
+        kept = [i for i, v in zip(scored, via_tiles, strict=True) if v is not None]
+        if kept:
+            stack = np.stack([v for v in via_tiles if v is not None])
+            batch = to_vectors(stack).astype(np.float32) / 255.0
+            predicted = [p["label"] for p in model.predict(batch, top_k=1)]
+            correct_via_tiles = sum(
+                1 for i, p in zip(kept, predicted, strict=True) if p == labels[i]
+            )
+    # Cells with a known label that were wrongly found empty count as misclassified.
+    return SheetResult(
+        name,
+        expected,
+        found,
+        cutting.grid_source,
+        cut_ok,
+        len(labels),
+        correct,
+        len(scored) + missed,
+        elapsed,
+        correct_via_tiles=correct_via_tiles,
+    )
+
+
+def _via_tile(pixels: np.ndarray) -> np.ndarray | None:
+    """A cell as Split stores it (8-bit PNG) and Vectorize normalizes it."""
+    return normalize_tile(decode_image(encode_png(pixels)))
+
+
+def _table(results: list[SheetResult]) -> str:
+    header = [
+        "sheet",
+        "expected",
+        "found",
+        "grid",
+        "cut correctly",
+        "correct",
+        "accuracy",
+        "via tiles",
+        "seconds",
+        "note",
+    ]
+    rows = [header] + [r.row() for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tessera eval sheets", description=__doc__)
+    parser.add_argument("--model", help="a local ONNX model file (else the bucket's champion)")
+    parser.add_argument("--bucket", default="tessera-local")
+    parser.add_argument("--model-name", default="digits")
+    parser.add_argument("--data", type=Path, default=None, help="reference data folder")
+    parser.add_argument("--generated", type=int, default=6, help="generated sheets to make")
+    parser.add_argument("--rows", type=int, default=12)
+    parser.add_argument("--cols", type=int, default=16)
+    parser.add_argument("--json", action="store_true", help="also print one JSON summary line")
+    args = parser.parse_args(argv)
+    folder = args.data or data_dir()
+    model = _load_model(args)
+    results: list[SheetResult] = []
+
+    opencv = folder / "sheets" / "opencv_digits_5000_grid.png"
+    if opencv.exists():
+        image = decode_image(opencv.read_bytes())
+        labels: list[str | None] = [str(r // 5) for r in range(50) for _ in range(100)]
+        results.append(
+            evaluate_sheet(opencv.name, image, expected=(50, 100), labels=labels, model=model)
+        )
+    seed = folder / "sheets" / "seed_letters_digits_10x10.jpg"
+    if seed.exists():
+        image = decode_image(seed.read_bytes())
+        labels = [label for label in SEED_ROWS for _ in range(10)]
+        results.append(
+            evaluate_sheet(seed.name, image, expected=(10, 10), labels=labels, model=model)
+        )
+    mnist_dir = folder / "mnist"
+    if args.generated and (mnist_dir / "t10k-images-idx3-ubyte.gz").exists():
+        test = mnist(mnist_dir, split="test")
+        per_sheet = args.rows * args.cols
+        for index in range(args.generated):
+            offset = index * per_sheet
+            sheet = make_sheet(
+                test.ink[offset:],
+                test.labels[offset:],
+                rows=args.rows,
+                cols=args.cols,
+                seed=index,
+                style=SheetStyle(),
+            )
+            results.append(
+                evaluate_sheet(
+                    f"generated-{index} ({sheet.rotation:+.1f} deg)",
+                    decode_image(sheet.png()),
+                    expected=(args.rows, args.cols),
+                    labels=sheet.labels,
+                    model=model,
+                )
+            )
+    print(f"model: {model.name} {model.version}")
+    print(_table(results))
+    generated = [r for r in results if r.name.startswith("generated")]
+    if generated:
+        cut = sum(r.cut_ok for r in generated) / max(1, sum(r.cells for r in generated))
+        accuracy = sum(r.correct for r in generated) / max(1, sum(r.scored for r in generated))
+        via_tiles = sum(r.correct_via_tiles for r in generated) / max(
+            1, sum(r.scored for r in generated)
+        )
+        print(
+            f"generated sheets: {cut:.2%} of cells cut correctly, {accuracy:.2%} classified "
+            f"({via_tiles:.2%} via tiles)"
+        )
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], default=str))
+    return 0

@@ -1,0 +1,218 @@
+"""The local embedded runtime: moto plays AWS, event pumps play Lambda's SQS mappings, a local
+HTTP server plays API Gateway, and training runs as a local process of the container's entry
+point. The AWS CLI and boto3 work against it unchanged with `--endpoint-url`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from tessera.config import PIPELINE
+from tessera_dev.local.api import LocalApi
+from tessera_dev.local.pump import EventPump
+from tessera_dev.local.resources import ProvisionedQueue, provision
+
+REGION = "us-east-1"
+_CREDENTIALS = {
+    # moto accepts any credentials; these only keep boto3 from looking for real ones.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+def handler_for(function: str) -> Any:
+    """The same `lambda_handler` a deployed function runs."""
+    return importlib.import_module(f"functions.{function}.handler").lambda_handler
+
+
+@dataclass
+class LocalRuntime:
+    bucket: str = "tessera-local"
+    host: str = "127.0.0.1"
+    aws_port: int = 0
+    api_port: int = 0
+    queues: list[ProvisionedQueue] = field(default_factory=list)
+    pumps: list[EventPump] = field(default_factory=list)
+    _moto: ThreadedMotoServer | None = None
+    _api: LocalApi | None = None
+    _saved_env: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def aws_endpoint(self) -> str:
+        assert self._moto is not None, "the runtime is not started"
+        host, port = self._moto._server.server_address[:2]  # type: ignore[union-attr]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        assert self._api is not None, "the runtime is not started"
+        return self._api.url
+
+    def env(self) -> dict[str, str]:
+        """What a function or the training job needs to talk to this runtime."""
+        return {
+            **_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "TESSERA_BUCKET": self.bucket,
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+        }
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.aws_endpoint, region_name=REGION)
+
+    def start(self) -> LocalRuntime:
+        # moto's werkzeug server logs every request at INFO: noise next to the pipeline's own logs.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+        self._moto.start()
+        for name, value in self.env().items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        sqs = self.client("sqs")
+        self.queues = provision(s3=self.client("s3"), sqs=sqs, bucket=self.bucket)
+        for queue in self.queues:
+            pump = EventPump(
+                sqs=sqs, queue=queue, handler=handler_for(queue.spec.function), region=REGION
+            )
+            pump.start()
+            self.pumps.append(pump)
+        self._api = LocalApi(
+            handler_for("inference"),
+            host=self.host,
+            port=self.api_port,
+            extra_routes={("POST", "/train"): self._train_route},
+        )
+        self._api.start()
+        return self
+
+    def stop(self) -> None:
+        for pump in self.pumps:
+            pump.stop()
+        for pump in self.pumps:
+            pump.join(timeout=5)
+        if self._api is not None:
+            self._api.stop()
+        if self._moto is not None:
+            self._moto.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "aws_endpoint": self.aws_endpoint,
+            "bucket": self.bucket,
+            "api_url": self.api_url,
+            "region": REGION,
+            "queues": {q.spec.function: q.url for q in self.queues},
+        }
+
+    def queue_depths(self) -> dict[str, int]:
+        sqs = self.client("sqs")
+        depths = {}
+        for queue in self.queues:
+            for name, url in ((queue.spec.name, queue.url), (queue.spec.dlq_name, queue.dlq_url)):
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )["Attributes"]
+                depths[name] = int(attributes["ApproximateNumberOfMessages"]) + int(
+                    attributes["ApproximateNumberOfMessagesNotVisible"]
+                )
+        return depths
+
+    def wait_until_idle(self, *, timeout: float = 300.0, settle: int = 3) -> bool:
+        """True once every work queue is empty and every pump idle, `settle` checks in a row."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        work_queues = {q.spec.name for q in self.queues}
+        while time.monotonic() < deadline:
+            depths = self.queue_depths()
+            busy = any(depths[name] for name in work_queues) or any(
+                pump.stats.in_flight for pump in self.pumps
+            )
+            quiet = 0 if busy else quiet + 1
+            if quiet >= settle:
+                return True
+            time.sleep(0.3)
+        return False
+
+    def train(
+        self,
+        datasets: list[str],
+        *,
+        run_id: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Run the training entry point as a local process, as the container would run."""
+        command = [sys.executable, "-m", "training.train"]
+        for name in datasets:
+            command += ["--dataset", name]
+        if run_id is not None:
+            command += ["--run-id", run_id]
+        command += extra_args or []
+        completed = subprocess.run(
+            command,
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+        result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+        result.setdefault("status", "succeeded" if completed.returncode == 0 else "failed")
+        if completed.returncode != 0:
+            result.setdefault("error", completed.stderr[-2000:])
+        return result
+
+    def _train_route(self, event: dict[str, Any]) -> dict[str, Any]:
+        """POST /train: plays the Step Functions execution the deployed API starts."""
+        try:
+            body = json.loads(event.get("body") or "{}")
+            datasets = body.get("datasets") or [body.get("dataset") or PIPELINE.default_dataset]
+            if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+                raise ValueError("'datasets' must be a list of names")
+        except (json.JSONDecodeError, ValueError, AttributeError) as error:
+            return _json_response(400, {"error": {"code": "bad_request", "message": str(error)}})
+        execution = f"local-{uuid.uuid4().hex[:12]}"
+        threading.Thread(
+            target=self.train, args=(datasets,), kwargs={"run_id": execution}, daemon=True
+        ).start()
+        # The job records its progress where the deployed workflow reads it.
+        status_key = f"{PIPELINE.prefixes.runs}{execution}/status.json"
+        return _json_response(
+            202, {"execution": execution, "datasets": datasets, "status_key": status_key}
+        )
+
+
+def _json_response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(body),
+    }

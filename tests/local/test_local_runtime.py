@@ -1,0 +1,190 @@
+"""The local runtime end to end: the AWS API in, tiles and rows appear, training runs as a
+process, predictions come back over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tessera_dev.local.runtime import LocalRuntime
+from tessera_dev.samples import Glyphs, render_sheet
+from tests.conftest import digits_sheet
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+LABELS = ("0", "1", "2")
+# Per label: 80 cells on a label-folder sheet, 10 on the mixed sheet, the rest held back.
+# Fewer training rows make the test about the model's luck rather than the pipeline.
+PER_SHEET = 80
+MIXED = slice(80, 90)
+HELD_BACK = slice(100, 110)
+
+
+def http(
+    url: str, body: Any = None, *, raw: bytes | None = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, headers={"content-type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def count(runtime: LocalRuntime, prefix: str) -> int:
+    response = runtime.client("s3").list_objects_v2(Bucket=runtime.bucket, Prefix=prefix)
+    return int(response.get("KeyCount", 0))
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[LocalRuntime]:
+    with LocalRuntime(bucket="tessera-e2e") as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def ingested(runtime: LocalRuntime, digits: Glyphs) -> dict[str, int]:
+    s3 = runtime.client("s3")
+    for label in LABELS:  # the key convention, as a console user would drop them
+        key = f"incoming/train/digits/{label}/sheet-8x10.png"
+        s3.put_object(Bucket=runtime.bucket, Key=key, Body=digits_sheet(digits, label, PER_SHEET))
+    # metadata, as `aws s3 cp --metadata` users would
+    mixed = np.concatenate([digits.ink[digits.labels == label][MIXED] for label in LABELS])
+    s3.put_object(
+        Bucket=runtime.bucket,
+        Key="incoming/train/digits/mixed.png",
+        Body=render_sheet(mixed, cols=10),
+        Metadata={"grid": "3x10", "row-labels": ",".join(LABELS)},
+    )
+    s3.put_object(
+        Bucket=runtime.bucket, Key="incoming/train/digits/0/junk-2x2.png", Body=b"\x89PNG junk"
+    )
+    assert runtime.wait_until_idle(timeout=120)
+    return {
+        "tiles": count(runtime, "tiles/digits/"),
+        "rows": count(runtime, "datasets/digits/rows/"),
+    }
+
+
+def test_sheets_dropped_over_the_s3_api_become_tiles_and_rows(ingested: dict[str, int]) -> None:
+    assert ingested == {"tiles": 270, "rows": 270}
+
+
+def test_a_bad_upload_is_quarantined_and_nothing_is_dead_lettered(
+    runtime: LocalRuntime, ingested: dict[str, int]
+) -> None:
+    s3 = runtime.client("s3")
+    reason = json.loads(
+        s3.get_object(
+            Bucket=runtime.bucket, Key="quarantine/incoming/train/digits/0/junk-2x2.png.reason.json"
+        )["Body"].read()
+    )
+    assert reason["code"] in ("corrupt_image", "not_an_image")
+    assert all(depth == 0 for depth in runtime.queue_depths().values())
+
+
+def test_train_then_predict_over_http(
+    runtime: LocalRuntime, ingested: dict[str, int], digits: Glyphs
+) -> None:
+    # WHEN training is started over the API (a local process of the container's entry point)
+    status, started = http(runtime.api_url + "/train", {"dataset": "digits"})
+    assert status == 202
+    s3 = runtime.client("s3")
+    deadline = time.monotonic() + 300
+    result: dict[str, Any] = {"status": "running"}
+    while result["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if count(runtime, started["status_key"]):
+            body = s3.get_object(Bucket=runtime.bucket, Key=started["status_key"])["Body"]
+            result = json.loads(body.read())
+    assert result["status"] == "succeeded", result
+    assert result["promoted"] is True
+    # THEN unseen digits are classified over HTTP by the promoted version
+    answers = []
+    truth = []
+    for label in LABELS:
+        for ink in digits.ink[digits.labels == label][HELD_BACK]:
+            png = render_sheet(ink[np.newaxis], cols=1)
+            status, body = http(
+                runtime.api_url + "/predict", {"image": base64.b64encode(png).decode()}
+            )
+            assert status == 200 and body["version"] == result["version"]
+            answers.append(body["predictions"][0]["label"])
+            truth.append(label)
+    assert np.mean(np.asarray(answers) == np.asarray(truth)) >= 0.9
+    # AND a raw PNG body works as well as JSON
+    png = render_sheet(digits.ink[digits.labels == "1"][110:111], cols=1)
+    status, body = http(runtime.api_url + "/predict", raw=png, content_type="image/png")
+    assert status == 200 and body["predictions"][0]["label"] in LABELS
+
+
+def test_a_sheet_under_the_predict_prefix_gets_a_grid_of_predictions(
+    runtime: LocalRuntime, ingested: dict[str, int], digits: Glyphs
+) -> None:
+    if (
+        runtime.client("s3").list_objects_v2(
+            Bucket=runtime.bucket, Prefix="models/digits/champion.json"
+        )["KeyCount"]
+        == 0
+    ):
+        assert runtime.train(["digits"])["status"] == "succeeded"
+    s3 = runtime.client("s3")
+    ink = np.concatenate([digits.ink[digits.labels == label][120:125] for label in LABELS])
+    key = "incoming/predict/digits/page-3x5.png"
+    s3.put_object(Bucket=runtime.bucket, Key=key, Body=render_sheet(ink, cols=5))
+    deadline = time.monotonic() + 60
+    while count(runtime, f"predictions/{key}.json") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    document = json.loads(
+        s3.get_object(Bucket=runtime.bucket, Key=f"predictions/{key}.json")["Body"].read()
+    )
+    assert (document["rows"], document["cols"]) == (3, 5)
+    predicted = [cell["label"] for cell in document["cells"]]
+    assert np.mean(np.asarray(predicted) == np.repeat(LABELS, 5)) >= 0.8
+    assert count(runtime, f"predictions/{key}.csv") == 1
+
+
+def test_bad_requests_over_http_are_4xx_json(runtime: LocalRuntime) -> None:
+    status, body = http(runtime.api_url + "/predict", raw=b"{oops")
+    assert status == 400 and body["error"]["code"] == "invalid_json"
+    status, body = http(runtime.api_url + "/nowhere", {})
+    assert status == 404
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+def test_the_real_aws_cli_works_against_the_local_endpoint(
+    runtime: LocalRuntime, ingested: dict[str, int], tmp_path: Any, digits: Glyphs
+) -> None:
+    sheet = tmp_path / "sheet-1x10.png"
+    sheet.write_bytes(digits_sheet(digits, "2", 10, offset=130))
+    env = {**os.environ, **runtime.env()}
+    env.pop("AWS_ENDPOINT_URL")  # the CLI is told the endpoint the way a user would tell it
+    before = count(runtime, "tiles/digits/")
+    subprocess.run(
+        [
+            "aws",
+            "--endpoint-url",
+            runtime.aws_endpoint,
+            "s3",
+            "cp",
+            str(sheet),
+            f"s3://{runtime.bucket}/incoming/train/digits/2/sheet-1x10.png",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert runtime.wait_until_idle(timeout=60)
+    assert count(runtime, "tiles/digits/") == before + 10

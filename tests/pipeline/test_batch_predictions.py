@@ -1,0 +1,73 @@
+"""Batch predictions: a sheet under incoming/predict/ becomes predictions/<key>.json and .csv,
+through the same handler and event shape the deployed function gets from SQS."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+
+from functions.batch_predict.handler import lambda_handler as batch_handler
+from tessera.dataset import decode_row, shard_key_for_tile
+from tessera.pipeline.split import split_object
+from tessera.pipeline.vectorize import vectorize_object
+from tessera.serving.cache import ModelCache
+from tessera_dev.local.pump import lambda_context
+from tessera_dev.samples import Glyphs, render_sheet
+from tests.conftest import BUCKET, batch_of, sqs_event_for
+from tests.serving.conftest import MODEL, VERSION, Served
+
+CONTEXT = lambda_context("batch_predict")
+
+
+def test_a_sheet_becomes_a_grid_of_labels_in_json_and_csv(served: Served, digits: Glyphs) -> None:
+    # GIVEN a 2x5 sheet of digits with one blank cell, dropped under incoming/predict/digits/
+    ink = digits.ink[:10].copy()
+    ink[7] = 0.0
+    sheet = render_sheet(ink, cols=5)
+    key = "incoming/predict/digits/holdout-2x5.png"
+    served.store.put(key, sheet, content_type="image/png")
+
+    # WHEN the batch-predict function receives its S3 notification through SQS
+    result = batch_handler(batch_of(sqs_event_for(BUCKET, key)), CONTEXT)
+
+    # THEN the grid of labels and confidences lands beside the key under predictions/
+    assert result == {"batchItemFailures": []}
+    document = json.loads(served.store.get(f"predictions/{key}.json").body)
+    assert (document["model"], document["version"]) == (MODEL, VERSION)
+    assert (document["rows"], document["cols"], len(document["cells"])) == (2, 5, 10)
+    # and each cell is predicted from the very row Split + Vectorize make of it for training
+    training_key = "incoming/train/digits/0/holdout-2x5.png"
+    served.store.put(training_key, sheet, content_type="image/png")
+    assert split_object(served.store, training_key).status == "split"
+    model = ModelCache(registry=served.registry, ttl_seconds=30).get()
+    expected: list[str | None] = [None] * 10
+    for item in served.store.list("tiles/digits/"):
+        assert vectorize_object(served.store, item.key).status == "vectorized"
+        row = decode_row(served.store.get(shard_key_for_tile(item.key)).body)
+        r, c = (int(part[1:]) for part in item.key.rsplit("/", 1)[1][:-4].split("-"))
+        x = row.pixels.astype(np.float32)[np.newaxis] / np.float32(255.0)
+        expected[r * 5 + c] = model.predict(x)[0]["label"]
+    labels = [cell["label"] for cell in document["cells"]]
+    assert labels == expected
+    assert labels[7] is None and document["cells"][7]["empty"] is True
+    assert document["grid"][1][2] is None and document["grid"][0] == labels[:5]
+    assert 0 < document["confidence"][0][0] <= 1
+    rows = list(
+        csv.DictReader(io.StringIO(served.store.get(f"predictions/{key}.csv").body.decode()))
+    )
+    assert [row["label"] for row in rows] == [label or "" for label in labels]
+    assert rows[3]["row"] == "0" and rows[3]["col"] == "3"
+
+
+def test_a_sheet_for_an_unknown_model_is_quarantined_with_its_reason(
+    served: Served, digits: Glyphs
+) -> None:
+    key = "incoming/predict/letters/sheet-1x1.png"
+    served.store.put(key, render_sheet(digits.ink[:1], cols=1))
+    assert batch_handler(batch_of(sqs_event_for(BUCKET, key)), CONTEXT) == {"batchItemFailures": []}
+    reason = json.loads(served.store.get(f"quarantine/{key}.reason.json").body)
+    assert reason["code"] == "model_not_found" and "letters" in reason["message"]
+    assert served.store.head(f"predictions/{key}.json") is None

@@ -1,0 +1,86 @@
+"""The dataset format: per-tile shards, deterministic keys, snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tessera.dataset import (
+    DatasetError,
+    Row,
+    decode_row,
+    encode_row,
+    load_dataset,
+    shard_key_for_tile,
+    write_row,
+)
+from tessera.storage import ObjectStore
+
+
+def a_row(label: str = "7", key: str = "tiles/digits/s1/r000-c000.png", etag: str = "e1") -> Row:
+    return Row(
+        pixels=np.arange(784, dtype=np.uint32).astype(np.uint8),
+        label=label,
+        source_key=key,
+        source_etag=etag,
+    )
+
+
+def test_a_row_round_trips_through_its_shard_bytes() -> None:
+    row = decode_row(encode_row(a_row(label="ß")))
+    assert row.label == "ß" and row.source_etag == "e1"
+    assert np.array_equal(row.pixels, a_row().pixels)
+
+
+def test_shard_keys_mirror_tile_keys_so_reprocessing_rewrites_the_same_row() -> None:
+    assert (
+        shard_key_for_tile("tiles/digits/s1/r000-c001.png")
+        == "datasets/digits/rows/s1/r000-c001.npz"
+    )
+
+
+def test_a_damaged_shard_is_named_in_the_error() -> None:
+    with pytest.raises(DatasetError, match=r"rows/x\.npz"):
+        decode_row(b"garbage", key="rows/x.npz")
+
+
+def test_a_shard_with_the_wrong_vector_length_is_refused() -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        pixels=np.zeros(10, np.uint8),
+        label=np.array("1"),
+        source_key=np.array("k"),
+        source_etag=np.array("e"),
+    )
+    with pytest.raises(DatasetError, match="784"):
+        decode_row(buffer.getvalue(), key="k")
+
+
+def test_writing_the_same_tile_twice_writes_once(memory_store: ObjectStore) -> None:
+    assert write_row(memory_store, a_row())[1] is True
+    assert write_row(memory_store, a_row())[1] is False
+    assert write_row(memory_store, a_row(etag="e2"))[1] is True  # new content replaces the row
+    assert len(list(memory_store.list("datasets/digits/rows/"))) == 1
+
+
+def test_loading_reads_every_row_and_reuses_a_snapshot_while_nothing_changed(
+    memory_store: ObjectStore,
+) -> None:
+    for col in range(3):
+        write_row(memory_store, a_row(label=str(col), key=f"tiles/digits/s1/r000-c{col:03d}.png"))
+    first = load_dataset(memory_store, "digits")
+    assert len(first) == 3 and sorted(first.y.tolist()) == ["0", "1", "2"]
+    assert len(list(memory_store.list("datasets/digits/snapshots/"))) == 1
+    again = load_dataset(memory_store, "digits")
+    assert again.fingerprint == first.fingerprint
+    write_row(memory_store, a_row(label="9", key="tiles/digits/s1/r001-c000.png"))
+    changed = load_dataset(memory_store, "digits")
+    assert len(changed) == 4 and changed.fingerprint != first.fingerprint
+
+
+def test_an_empty_dataset_is_an_error_naming_it(memory_store: ObjectStore) -> None:
+    with pytest.raises(DatasetError, match="'nothing' is empty"):
+        load_dataset(memory_store, "nothing")

@@ -1,0 +1,173 @@
+"""Split and vectorize handlers against a moto bucket, called with the SQS event Lambda sends."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from functions.split.handler import lambda_handler as split_handler
+from functions.vectorize.handler import lambda_handler as vectorize_handler
+from tessera.dataset import decode_row
+from tessera.imaging.decode import encode_png
+from tessera.storage import ObjectStore, encode_metadata
+from tessera_dev.local.pump import lambda_context
+from tessera_dev.samples import Glyphs
+from tests.conftest import BUCKET, batch_of, digits_sheet, keys_under, load_event, sqs_event_for
+
+CONTEXT = lambda_context("test")
+
+
+def put(store: ObjectStore, key: str, body: bytes, metadata: dict[str, str] | None = None) -> str:
+    store.put(key, body, content_type="image/png", metadata=metadata)
+    head = store.head(key)
+    assert head is not None
+    return head.etag
+
+
+def split(store: ObjectStore, *keys: str) -> dict:  # type: ignore[type-arg]
+    events = [sqs_event_for(BUCKET, key, message_id=f"m{i}") for i, key in enumerate(keys)]
+    return split_handler(batch_of(*events), CONTEXT)
+
+
+def vectorize_all(store: ObjectStore) -> dict:  # type: ignore[type-arg]
+    keys = keys_under(store, "tiles/")
+    events = [sqs_event_for(BUCKET, key, message_id=f"v{i}") for i, key in enumerate(keys)]
+    return vectorize_handler(batch_of(*events), CONTEXT)
+
+
+def reason_for(store: ObjectStore, key: str) -> dict:  # type: ignore[type-arg]
+    document = store.get_json(f"quarantine/{key}.reason.json")
+    assert document is not None, f"no quarantine reason for {key}"
+    return document  # type: ignore[no-any-return]
+
+
+def test_a_sheet_becomes_labelled_tiles_then_dataset_rows(store: ObjectStore, digits) -> None:  # type: ignore[no-untyped-def]
+    # GIVEN a 2x10 sheet of sevens dropped under the label-folder convention
+    key = "incoming/train/digits/7/my sheet-2x10.png"  # a space: S3 sends it as '+'
+    put(store, key, digits_sheet(digits, "7", 20))
+    # WHEN split and vectorize run on their SQS events
+    assert split(store, key) == {"batchItemFailures": []}
+    tiles = keys_under(store, "tiles/digits/")
+    assert vectorize_all(store) == {"batchItemFailures": []}
+    # THEN there are 20 tiles and 20 rows, each labelled 7 and pointing back at its tile
+    assert len(tiles) == 20
+    rows = [decode_row(store.get(k).body) for k in keys_under(store, "datasets/digits/rows/")]
+    assert len(rows) == 20
+    assert {row.label for row in rows} == {"7"}
+    assert sorted(row.source_key for row in rows) == tiles
+    tile = store.get(tiles[0])
+    assert tile.metadata["source-key"] == "incoming%2Ftrain%2Fdigits%2F7%2Fmy%20sheet-2x10.png"
+
+
+def test_reprocessing_the_same_messages_adds_no_rows(store: ObjectStore, digits) -> None:  # type: ignore[no-untyped-def]
+    key = "incoming/train/digits/3/sheet-1x10.png"
+    put(store, key, digits_sheet(digits, "3", 10))
+    split(store, key)
+    vectorize_all(store)
+    before = {item.key: item.etag for item in store.list("datasets/digits/rows/")}
+    split(store, key)  # a redelivered message
+    vectorize_all(store)
+    after = {item.key: item.etag for item in store.list("datasets/digits/rows/")}
+    assert after == before and len(after) == 10
+
+
+def test_s3_test_event_is_skipped(store: ObjectStore) -> None:
+    assert split_handler(load_event("s3_test_event_via_sqs.json"), CONTEXT) == {
+        "batchItemFailures": []
+    }
+    assert keys_under(store, "") == []
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_SHEETS = [
+    ("zero.png", b"", {"grid": "2x2", "label": "1"}, "empty_object"),
+    ("text.png", b"hello, not an image", {"grid": "2x2", "label": "1"}, "not_an_image"),
+    ("cut.png", None, {"grid": "2x2", "label": "1"}, "corrupt_image"),
+    ("bomb.png", None, {"grid": "2x2", "label": "1"}, "image_too_large"),
+    ("tiny.png", None, {"grid": "50x50", "label": "1"}, "grid_larger_than_image"),
+    ("count.png", None, {"grid": "2x2", "labels": "1,2,3"}, "label_count_mismatch"),
+    ("meta.png", None, {"grid": "2x2", "label": "1", "square": "perhaps"}, "bad_metadata"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "metadata", "code"), BAD_SHEETS)
+def test_bad_sheets_are_quarantined_with_a_reason_and_the_batch_goes_on(
+    store: ObjectStore,
+    digits: Glyphs,
+    name: str,
+    body: bytes | None,
+    metadata: dict[str, str],
+    code: str,
+) -> None:
+    # GIVEN one bad sheet and one good sheet in the same batch
+    if body is None:
+        body = {
+            "cut.png": lambda: digits_sheet(digits, "1", 10)[:300],
+            "bomb.png": _bomb,
+        }.get(name, lambda: _png(60, 60))()
+    bad_key = f"incoming/train/digits/{name}"
+    good_key = "incoming/train/digits/2/sheet-1x10.png"
+    put(store, bad_key, body, metadata)
+    put(store, good_key, digits_sheet(digits, "2", 10))
+    # WHEN split runs
+    result = split(store, bad_key, good_key)
+    # THEN neither is retried, the bad one is quarantined with its reason, the good one split
+    assert result == {"batchItemFailures": []}
+    reason = reason_for(store, bad_key)
+    assert reason["code"] == code and reason["stage"] == "split" and reason["message"]
+    assert store.head(f"quarantine/{bad_key}") is not None  # a copy of what was uploaded
+    assert store.head(bad_key) is not None  # and the upload itself is not lost
+    assert len(keys_under(store, "tiles/digits/")) == 10
+
+
+def test_a_missing_object_fails_only_its_own_message(store: ObjectStore, digits) -> None:  # type: ignore[no-untyped-def]
+    good_key = "incoming/train/digits/4/sheet-1x10.png"
+    put(store, good_key, digits_sheet(digits, "4", 10))
+    result = split(store, "incoming/train/digits/4/gone-1x10.png", good_key)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    assert len(keys_under(store, "tiles/digits/")) == 10
+
+
+def test_an_empty_tile_is_reported_not_added(store: ObjectStore) -> None:
+    key = "tiles/digits/s1/r000-c000.png"
+    put(store, key, encode_png(np.ones((30, 30), np.float32)), encode_metadata({"label": "1"}))
+    assert vectorize_all(store) == {"batchItemFailures": []}
+    assert keys_under(store, "datasets/") == []
+    assert reason_for(store, key)["code"] == "empty_tile"
+
+
+def test_a_tile_with_a_bad_label_is_quarantined(store: ObjectStore, digits) -> None:  # type: ignore[no-untyped-def]
+    key = "tiles/digits/s1/r000-c000.png"
+    ink = np.ones((30, 30), np.float32)
+    ink[5:25, 14:16] = 0
+    put(store, key, encode_png(ink), {"label": "two words"})
+    vectorize_all(store)
+    assert keys_under(store, "datasets/") == []
+    assert reason_for(store, key)["code"] == "bad_label"
+
+
+def test_a_malformed_message_body_is_reported_as_failed_for_retry_and_dlq(
+    store: ObjectStore,
+) -> None:
+    event = sqs_event_for(BUCKET, "incoming/train/digits/x.png")
+    event["Records"][0]["body"] = "{not json"
+    good = sqs_event_for(BUCKET, "incoming/train/digits/y.png", message_id="ok")
+    good["Records"][0]["body"] = json.dumps({"Event": "s3:TestEvent"})
+    assert split_handler(batch_of(event, good), CONTEXT) == {
+        "batchItemFailures": [{"itemIdentifier": "m1"}]
+    }

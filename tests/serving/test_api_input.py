@@ -1,0 +1,60 @@
+"""API request bodies become model inputs, or a clear InvalidInput."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from tessera.errors import InvalidInput
+from tessera.imaging.decode import decode_image
+from tessera.imaging.normalize import normalize_tile, to_vector
+from tessera.serving.api_input import features_from_body
+from tessera_dev.samples import render_sheet
+
+
+def test_pixels_are_scaled_to_the_unit_range() -> None:
+    x = features_from_body({"pixels": [255] * 784})
+    assert x.shape == (1, 784) and x.dtype == np.float32 and x.max() == 1.0
+
+
+def test_an_image_goes_through_the_same_normalization_as_vectorize(digits) -> None:  # type: ignore[no-untyped-def]
+    png = render_sheet(digits.ink[:1], cols=1)
+    x = features_from_body({"image": base64.b64encode(png).decode()})
+    expected = normalize_tile(decode_image(png))
+    assert expected is not None
+    # Serving quantizes to the 0..255 bytes Vectorize stores, then scales like training does.
+    assert np.array_equal(x[0], to_vector(expected).astype(np.float32) / np.float32(255.0))
+
+
+def test_instances_make_a_batch() -> None:
+    x = features_from_body({"instances": [{"pixels": [0] * 783 + [10]}] * 3})
+    assert x.shape == (3, 784)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ([], "bad_request"),
+        ({}, "bad_request"),
+        ({"image": "***"}, "bad_image"),
+        ({"image": 12}, "bad_image"),
+        ({"image": base64.b64encode(b"not an image").decode()}, "not_an_image"),
+        ({"pixels": [1, 2, 3]}, "bad_pixels"),
+        ({"pixels": "abc"}, "bad_pixels"),
+        ({"pixels": [float("nan")] * 784}, "bad_pixels"),
+        ({"pixels": [float("inf")] * 784}, "bad_pixels"),
+        ({"pixels": [300] * 784}, "bad_pixels"),
+        ({"pixels": [-1] * 784}, "bad_pixels"),
+        ({"pixels": [True] * 784}, "bad_pixels"),
+        ({"pixels": [0] * 784, "image": "aGk="}, "bad_request"),
+        ({"instances": []}, "bad_request"),
+        ({"instances": [{"pixels": [0] * 784}] * 1001}, "too_many_instances"),
+        ({"instances": [1]}, "bad_request"),
+    ],
+)
+def test_bad_bodies_are_refused_with_a_code(body: object, code: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        features_from_body(body)
+    assert caught.value.code == code

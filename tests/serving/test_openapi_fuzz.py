@@ -1,0 +1,112 @@
+"""Fuzzing the HTTP API from its OpenAPI document (docs/openapi.yaml) with schemathesis: valid
+and invalid requests alike never get a 5xx, every answer has a documented status, content type
+and body shape, and requests that break the schema are refused with a 4xx.
+
+Requests reach the real handler as the REST proxy events API Gateway sends (built by the local
+API's `proxy_event`), through a WSGI adapter rather than a socket: the function is what is under
+test, and any HTTP method schemathesis tries reaches it."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from functions.inference.handler import lambda_handler
+from tessera.config import PIPELINE
+from tessera_dev.local.api import proxy_event
+from tessera_dev.local.pump import lambda_context
+from tests.serving.conftest import Served
+
+DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+# POST /train is not the inference function's: API Gateway starts Step Functions directly.
+INFERENCE_PATHS = ("/health", "/models", "/predict", "/similar")
+
+schema = schemathesis.openapi.from_path(DOCUMENT)
+schema.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+    # Enough to keep the suite fast; TESSERA_FUZZ_EXAMPLES=1000 for a deeper run.
+    max_examples=int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "40")),
+    deterministic=True,
+    # The API key is API Gateway's to check; the function (and the local API) never see it.
+    with_security_parameters=False,
+)
+schema = schema.include(path_regex="^(" + "|".join(INFERENCE_PATHS) + ")$")  # type: ignore[assignment]
+
+
+def handler_as_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """A WSGI request -> the proxy event API Gateway would send -> the inference handler."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    headers = {
+        name[5:].replace("_", "-").lower(): value
+        for name, value in environ.items()
+        if name.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    query = environ.get("QUERY_STRING", "")
+    event = proxy_event(
+        method=environ["REQUEST_METHOD"],
+        target=environ.get("PATH_INFO", "/") + (f"?{query}" if query else ""),
+        headers=headers,
+        body=body,
+        source_ip="127.0.0.1",
+    )
+    response = lambda_handler(event, lambda_context("inference"))
+    payload = response.get("body") or ""
+    data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+    out = dict(response.get("headers") or {})
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        out[name] = ",".join(values)
+    status = HTTPStatus(int(response["statusCode"]))
+    start_response(f"{status.value} {status.phrase}", list(out.items()))
+    return [data]
+
+
+schema.app = handler_as_wsgi
+
+
+@pytest.fixture(scope="module")
+def bucket(served_once: Served) -> Iterator[Served]:
+    yield served_once
+
+
+def test_the_document_describes_every_inference_route() -> None:
+    documented = {
+        (method.upper(), path)
+        for path, item in schema.raw_schema["paths"].items()
+        for method in item
+        if method in ("get", "post")
+    }
+    assert {(route.method, route.path) for route in PIPELINE.routes} <= documented
+
+
+@schema.parametrize()
+def test_the_api_keeps_its_documented_contract(
+    case: schemathesis.Case[Any], bucket: Served
+) -> None:
+    case.call_and_validate(
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            negative_data_rejection,
+        ],
+        timeout=30,
+    )

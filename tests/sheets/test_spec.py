@@ -1,0 +1,69 @@
+"""What a sheet says about itself: dataset, grid and labels from its key and metadata."""
+
+from __future__ import annotations
+
+import pytest
+
+from tessera.errors import InvalidInput
+from tessera.sheets.spec import sheet_id_for, sheet_spec_from
+
+
+def test_key_convention_labels_every_cell_and_the_file_name_gives_the_grid() -> None:
+    spec = sheet_spec_from("incoming/train/digits/7/sheet-3x4.png", "e1", {})
+    assert (spec.dataset, spec.rows, spec.cols) == ("digits", 3, 4)
+    assert spec.labels == ("7",) * 12
+
+
+def test_metadata_row_labels_label_each_row_and_win_over_the_key() -> None:
+    spec = sheet_spec_from(
+        "incoming/train/letters/q/page.png", "e1", {"grid": "2x3", "row-labels": "x,y"}
+    )
+    assert spec.labels == ("x", "x", "x", "y", "y", "y")
+    assert spec.label_at(1, 2) == "y"
+
+
+def test_one_label_per_cell() -> None:
+    spec = sheet_spec_from("incoming/train/d/page.png", "e", {"grid": "1x3", "labels": "a,b,c"})
+    assert spec.labels == ("a", "b", "c")
+
+
+def test_metadata_keys_are_case_insensitive_and_square_is_read() -> None:
+    spec = sheet_spec_from("incoming/train/d/5/p.png", "e", {"Grid": "2x2", "Square": "true"})
+    assert spec.square and spec.rows == 2
+
+
+def test_sheet_id_is_deterministic_per_object_and_content() -> None:
+    key = "incoming/train/digits/7/sheet-3x4.png"
+    assert sheet_id_for(key, "a") == sheet_id_for(key, '"a"')
+    assert sheet_id_for(key, "a") != sheet_id_for(key, "b")
+    assert sheet_id_for(key, "a") != sheet_id_for("incoming/train/digits/8/sheet-3x4.png", "a")
+
+
+@pytest.mark.parametrize(
+    ("key", "metadata", "code"),
+    [
+        ("incoming/train/digits/sheet-2x2.png", {}, "missing_labels"),
+        (
+            "incoming/train/digits/p.png",
+            {"grid": "2x2", "row-labels": "1,2,3"},
+            "label_count_mismatch",
+        ),
+        ("incoming/train/digits/p.png", {"grid": "2x2", "labels": "1,2,3"}, "label_count_mismatch"),
+        ("incoming/train/digits/p.png", {"grid": "ten by ten", "label": "1"}, "bad_metadata"),
+        ("incoming/train/digits/p.png", {"grid": "0x3", "label": "1"}, "bad_metadata"),
+        ("incoming/train/digits/p-2x2.png", {"label": "1", "square": "maybe"}, "bad_metadata"),
+        ("incoming/train/digits/p-2x2.png", {"label": "1", "rowlabels": "1,2"}, "bad_metadata"),
+        ("incoming/train/digits/p-2x2.png", {"label": "1", "labels": "1,2,3,4"}, "bad_metadata"),
+        ("incoming/train/digits/p-2x2.png", {"label": "has space"}, "bad_label"),
+        ("incoming/train/digits/p-2x2.png", {"row-labels": "1,"}, "bad_label"),
+        ("incoming/train/digits/p-2x2.png", {"label": "x" * 33}, "bad_label"),
+        ("incoming/train/bad name!/7/p-2x2.png", {}, "bad_dataset_name"),
+        ("incoming/train/p-2x2.png", {"label": "1"}, "bad_key"),
+        ("incoming/train/a/b/c/p-2x2.png", {}, "bad_key"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_code(key: str, metadata: dict[str, str], code: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        sheet_spec_from(key, "etag", metadata)
+    assert caught.value.code == code
+    assert caught.value.message
