@@ -12,7 +12,7 @@ from constructs import Construct
 
 from infra.access import wildcard_resource_ack
 from infra.bundling import FUNCTIONS_DIR, function_code
-from tessera.config import PIPELINE
+from tessera.config import PIPELINE, Env
 
 # What each function imports: split and vectorize work on images only, serving needs onnxruntime.
 SERVING_REQUIREMENTS = FUNCTIONS_DIR / "requirements.txt"
@@ -82,7 +82,7 @@ class PipelineFunction(Construct):
             timeout=timeout,
             environment={
                 "POWERTOOLS_SERVICE_NAME": function,
-                "POWERTOOLS_LOG_LEVEL": "INFO",
+                Env.LOG_LEVEL: "INFO",
                 **environment,
             },
             role=self.role,

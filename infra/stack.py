@@ -15,7 +15,7 @@ from infra.monitoring import Monitoring
 from infra.serving import Serving
 from infra.storage import Storage
 from infra.training_job import Training
-from tessera.config import PIPELINE
+from tessera.config import PIPELINE, Env
 from tessera.dataset import SHEET_MANIFESTS_PATTERN
 
 CONTEXT_PREFIX = "tessera:"
@@ -66,9 +66,9 @@ class TesseraStack(Stack):
         self.storage = Storage(self, "Storage", retain_data=settings.retain_data)
         bucket = self.storage.bucket
         environment = {
-            "TESSERA_BUCKET": bucket.bucket_name,
-            "TESSERA_MODEL_NAME": PIPELINE.default_dataset,
-            "TESSERA_CHAMPION_TTL_SECONDS": str(PIPELINE.champion_ttl_seconds),
+            Env.BUCKET: bucket.bucket_name,
+            Env.MODEL_NAME: PIPELINE.default_dataset,
+            Env.CHAMPION_TTL_SECONDS: str(PIPELINE.champion_ttl_seconds),
         }
 
         self.ingest = Ingest(
@@ -82,7 +82,7 @@ class TesseraStack(Stack):
             self,
             "Training",
             bucket=bucket,
-            environment={"TESSERA_BUCKET": bucket.bucket_name},
+            environment={Env.BUCKET: bucket.bucket_name},
             schedule=settings.training_schedule,
         )
         self.serving = Serving(

@@ -20,7 +20,7 @@ from constructs import Construct
 
 from infra.access import bucket_arn_placeholder, wildcard_resource_ack
 from infra.bundling import REPO_ROOT
-from tessera.config import PIPELINE
+from tessera.config import PIPELINE, Env
 
 TRAINING_DOCKERFILE = "training/Dockerfile"
 RUN_STATUS_FILE = "status.json"  # training/train.py: runs/<run id>/status.json
@@ -166,7 +166,7 @@ class Training(Construct):
             assign_public_ip=True,
             # The image's ENTRYPOINT is `python -m training.train`; Batch supplies the arguments.
             command=["--dataset", "Ref::dataset"],
-            environment={**environment, "TESSERA_JOBS": str(JOB_VCPUS)},
+            environment={**environment, Env.JOBS: str(JOB_VCPUS)},
             job_role=self.job_role,
             logging=ecs.LogDriver.aws_logs(stream_prefix="training", log_group=self.job_logs),
             readonly_root_filesystem=False,
@@ -216,7 +216,7 @@ class Training(Construct):
             job_definition_arn=self.job_definition.job_definition_arn,
             payload=sfn.TaskInput.from_object({"dataset": sfn.JsonPath.string_at("$.dataset")}),
             container_overrides=tasks.BatchContainerOverrides(
-                environment={"TESSERA_RUN_ID": sfn.JsonPath.string_at("$$.Execution.Name")}
+                environment={Env.RUN_ID: sfn.JsonPath.string_at("$$.Execution.Name")}
             ),
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_selector={

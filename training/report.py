@@ -17,6 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from tessera.config import TILE_SIZE
+
 MISCLASSIFIED_SHOWN = 36
 
 
@@ -126,7 +128,7 @@ def misclassified_png(
     for axes in grid.ravel():
         axes.axis("off")
     for axes, index in zip(grid.ravel(), shown, strict=False):
-        axes.imshow(x[index].reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        axes.imshow(x[index].reshape(TILE_SIZE, TILE_SIZE), cmap="gray", vmin=0, vmax=1)
         axes.set_title(f"{y[index]}→{predicted[index]}", fontsize=8, color="crimson")
     if not shown:
         grid[0][0].text(0, 0.5, "no misclassified examples", fontsize=10)

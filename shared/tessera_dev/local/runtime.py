@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from tessera.config import PIPELINE
+from tessera.config import PIPELINE, Env
 from tessera_dev.local.api import LocalApi
 from tessera_dev.local.pump import EventPump
 from tessera_dev.local.resources import ProvisionedQueue, provision
@@ -67,8 +67,8 @@ class LocalRuntime:
         return {
             **_CREDENTIALS,
             "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "TESSERA_BUCKET": self.bucket,
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            Env.BUCKET: self.bucket,
+            Env.LOG_LEVEL: os.environ.get(Env.LOG_LEVEL, "WARNING"),
         }
 
     def client(self, service: str) -> Any:
