@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tessera.config import PIPELINE, VECTOR_LENGTH
-from tessera.storage import ObjectStore
+from tessera.storage import ObjectStore, encode_metadata
 
 ROWS = "rows/"
 SNAPSHOTS = "snapshots/"
@@ -107,17 +107,18 @@ def decode_row(data: bytes, *, key: str = "") -> Row:
 
 
 def write_row(store: ObjectStore, row: Row) -> tuple[str, bool]:
-    """Write a tile's row unless the same tile content is already there; (key, written)."""
+    """Write a tile's row unless the same row is already there; (key, written).
+
+    A row is its tile's content *and* its label: a sheet uploaded again with the same bytes but
+    corrected labels rewrites its tiles with the same ETags, and its rows must follow the new
+    labels. Both are kept in the shard's metadata, so telling is one HEAD.
+    """
     key = shard_key_for_tile(row.source_key)
+    wanted = encode_metadata({"source-etag": row.source_etag, "label": row.label})
     existing = store.head(key)
-    if existing is not None and existing.metadata.get("source-etag") == row.source_etag:
+    if existing is not None and all(existing.metadata.get(k) == v for k, v in wanted.items()):
         return key, False
-    store.put(
-        key,
-        encode_row(row),
-        content_type="application/x-npz",
-        metadata={"source-etag": row.source_etag},
-    )
+    store.put(key, encode_row(row), content_type="application/x-npz", metadata=wanted)
     return key, True
 
 

@@ -188,3 +188,29 @@ def test_the_real_aws_cli_works_against_the_local_endpoint(
     )
     assert runtime.wait_until_idle(timeout=60)
     assert count(runtime, "tiles/digits/") == before + 10
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"null", 400, "bad_request"),
+        (b'"digits"', 400, "bad_request"),
+        (b"12", 400, "bad_request"),
+        (b"[" * 100_000 + b"]" * 100_000, 413, "body_too_large"),
+        (b"[" * 5_000 + b"]" * 5_000, 400, "invalid_json"),
+        (b'{"dataset": "../../x"}', 400, "bad_request"),
+        (b'{"datasets": "digits"}', 400, "bad_request"),
+        (b'{"dataset": "digits", "family": "all"}', 400, "bad_request"),
+        (b'{"dataset": "nothing-here"}', 404, "dataset_not_found"),
+    ],
+)
+def test_a_training_request_is_checked_before_anything_starts(
+    runtime: LocalRuntime, raw: bytes, status: int, code: str
+) -> None:
+    # GIVEN a hostile or mistaken body for POST /train
+    # WHEN it is sent
+    answered, reply = http(runtime.api_url + "/train", raw=raw)
+    # THEN it is refused with the JSON error shape, no Python internals, and no run starts
+    assert (answered, reply["error"]["code"]) == (status, code)
+    assert "NoneType" not in reply["error"]["message"]
+    assert "execution" not in reply

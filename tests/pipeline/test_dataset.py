@@ -66,6 +66,18 @@ def test_writing_the_same_tile_twice_writes_once(memory_store: ObjectStore) -> N
     assert len(list(memory_store.list("datasets/digits/rows/"))) == 1
 
 
+def test_the_same_tile_relabelled_rewrites_its_row(memory_store: ObjectStore) -> None:
+    # GIVEN a tile's row written under a wrong label
+    shard, _ = write_row(memory_store, a_row(label="8"))
+    # WHEN the same tile bytes (same ETag) arrive with the corrected label
+    written = write_row(memory_store, a_row(label="3"))[1]
+    # THEN the row is rewritten and holds the new label, still one row for the tile
+    assert written is True
+    assert decode_row(memory_store.get(shard).body).label == "3"
+    assert write_row(memory_store, a_row(label="3"))[1] is False
+    assert len(list(memory_store.list("datasets/digits/rows/"))) == 1
+
+
 def test_loading_reads_every_row_and_reuses_a_snapshot_while_nothing_changed(
     memory_store: ObjectStore,
 ) -> None:

@@ -13,9 +13,11 @@ from functions.split.handler import lambda_handler as split_handler
 from functions.vectorize.handler import lambda_handler as vectorize_handler
 from tessera.dataset import decode_row
 from tessera.imaging.decode import encode_png
+from tessera.pipeline.split import split_object
+from tessera.pipeline.vectorize import vectorize_object
 from tessera.storage import ObjectStore, encode_metadata
 from tessera_dev.local.pump import lambda_context
-from tessera_dev.samples import Glyphs
+from tessera_dev.samples import Glyphs, render_sheet
 from tests.conftest import BUCKET, batch_of, digits_sheet, keys_under, load_event, sqs_event_for
 
 CONTEXT = lambda_context("test")
@@ -171,3 +173,30 @@ def test_a_malformed_message_body_is_reported_as_failed_for_retry_and_dlq(
     assert split_handler(batch_of(event, good), CONTEXT) == {
         "batchItemFailures": [{"itemIdentifier": "m1"}]
     }
+
+
+def test_a_sheet_uploaded_again_with_corrected_labels_relabels_its_rows(
+    memory_store: ObjectStore, digits: Glyphs
+) -> None:
+    # GIVEN a two-row sheet whose row labels were given in the wrong order, split and vectorized
+    sheet = render_sheet(
+        np.concatenate(
+            [digits.ink[digits.labels == "3"][:5], digits.ink[digits.labels == "8"][:5]]
+        ),
+        cols=5,
+    )
+    key = "incoming/train/digits/rows.png"
+    for labels in ("8,3", "3,8"):
+        # WHEN the same bytes are uploaded again with the corrected row labels
+        memory_store.put(key, sheet, metadata={"grid": "2x5", "row-labels": labels})
+        assert split_object(memory_store, key).status == "split"
+        for tile in keys_under(memory_store, "tiles/digits/"):
+            vectorize_object(memory_store, tile)
+    # THEN the dataset holds one row per cell, each with the corrected label
+    rows = [
+        decode_row(memory_store.get(item.key).body)
+        for item in memory_store.list("datasets/digits/rows/")
+    ]
+    assert len(rows) == 10
+    assert sorted(row.label for row in rows) == ["3"] * 5 + ["8"] * 5
+    assert all(row.label == ("3" if "/r000-" in row.source_key else "8") for row in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,12 @@ import pytest
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image
 from tessera.imaging.normalize import normalize_tile, to_vector
-from tessera.serving.api_input import features_from_body
+from tessera.serving.api_input import (
+    PREDICT_OPTIONS,
+    features_from_body,
+    parse_request,
+    parse_train_request,
+)
 from tessera_dev.samples import render_sheet
 
 
@@ -58,3 +64,72 @@ def test_bad_bodies_are_refused_with_a_code(body: object, code: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         features_from_body(body)
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize("k", ["²", "①", "٣", "1" * 4301, "-1", "0", "101", "1.5", " ", "9" * 20])
+@pytest.mark.parametrize(("option", "where"), [("top_k", "query"), ("top_k", "body")])
+def test_a_bad_top_k_is_a_400_whatever_its_characters(k: str, option: str, where: str) -> None:
+    # GIVEN top_k as a string that str.isdigit() may accept but int() refuses, or out of range
+    query = {option: k} if where == "query" else None
+    body = {"pixels": [0] * 784, **({option: k} if where == "body" else {})}
+    # WHEN the request is parsed
+    with pytest.raises(InvalidInput) as caught:
+        parse_request(
+            body=json.dumps(body),
+            is_base64=False,
+            content_type="application/json",
+            query=query,
+            options=PREDICT_OPTIONS,
+            default_k=3,
+        )
+    # THEN it is a client error that names the option, never an unhandled exception
+    assert caught.value.code == "bad_request" and option in caught.value.message
+
+
+def test_a_top_k_of_ascii_digits_in_the_query_is_read() -> None:
+    request = parse_request(
+        body=json.dumps({"pixels": [0] * 784}),
+        is_base64=False,
+        content_type="application/json",
+        query={"top_k": " 5 "},
+        options=PREDICT_OPTIONS,
+        default_k=3,
+    )
+    assert request.k == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (None, ["digits"]),
+        ("", ["digits"]),
+        ("{}", ["digits"]),
+        ('{"dataset": "letters"}', ["letters"]),
+        ('{"datasets": ["a", "b.2"]}', ["a", "b.2"]),
+    ],
+)
+def test_a_training_request_names_its_datasets(body: str | None, expected: list[str]) -> None:
+    assert parse_train_request(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "null",
+        "[]",
+        '"digits"',
+        "3",
+        '{"datasets": []}',
+        '{"datasets": [1]}',
+        '{"dataset": "../../x"}',
+        '{"dataset": "a", "datasets": ["b"]}',
+        '{"datasets": ["a"], "epochs": 1}',
+        "[" * 10_000 + "]" * 10_000,
+        "{" * 20_000,
+    ],
+)
+def test_a_bad_training_request_is_a_client_error(body: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_train_request(body)
+    assert caught.value.code in {"bad_request", "invalid_json", "body_too_large"}
+    assert "NoneType" not in caught.value.message

@@ -67,3 +67,23 @@ def test_bad_specs_are_refused_with_a_code(key: str, metadata: dict[str, str], c
         sheet_spec_from(key, "etag", metadata)
     assert caught.value.code == code
     assert caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "grid"),
+    [
+        ("sheet-10x10.png", (10, 10)),
+        ("page-5x10.jpg", (5, 10)),
+        ("10x10.png", (10, 10)),
+        # Sizes in ordinary names are not grids: the grid is found on the page instead.
+        ("scan_1024x768.png", None),
+        ("photo_3000x2000.jpg", None),
+        ("photo-3000x2000-edited.jpg", None),
+        ("img.3x4.png", None),
+    ],
+)
+def test_only_the_documented_suffix_names_a_grid(name: str, grid: tuple[int, int] | None) -> None:
+    # GIVEN a sheet whose key gives its label and whose file name may hold a size
+    spec = sheet_spec_from(f"incoming/train/digits/7/{name}", "e", {})
+    # THEN only "-RxC" ending the name is read as its grid
+    assert (spec.rows, spec.cols) == (grid if grid else (None, None))

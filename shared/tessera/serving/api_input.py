@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from tessera.config import PIPELINE, TILE_SIZE, VECTOR_LENGTH
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image
 from tessera.imaging.normalize import model_input, normalize_tile
-from tessera.names import validate_model_name
+from tessera.names import validate_dataset_name, validate_model_name
 
 # One symbol per image: a 4,000 x 4,000 photo is already far more than a symbol needs, and the
 # limit bounds the memory a small compressed image (a "bomb") can make the function allocate.
@@ -32,6 +33,7 @@ DEFAULT_TOP_K = 3
 DEFAULT_SIMILAR_K = 10
 # The types API Gateway passes base64-encoded: the raw-image bodies.
 IMAGE_CONTENT_TYPES = frozenset(PIPELINE.binary_media_types)
+_SMALL_INTEGER = re.compile(r"[0-9]{1,9}")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _INPUT_FIELDS = frozenset({"image", "pixels"})
@@ -164,8 +166,10 @@ def features_from_body(
 
 def _int_option(options: dict[str, Any], name: str, default: int) -> int:
     value = options.get(name, default)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)  # from a query string
+    # From a query string: ASCII digits only. str.isdigit() also passes "²" and "①", which
+    # int() refuses, and a digit string thousands long is over int()'s conversion limit.
+    if isinstance(value, str) and _SMALL_INTEGER.fullmatch(value.strip()):
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput("bad_request", f"'{name}' must be an integer within 1..{MAX_K}")
     if not 1 <= value <= MAX_K:
@@ -261,3 +265,50 @@ def parse_request(
     k = _int_option(settings, k_option, default_k)
     features, single = _features_and_shape(document, max_instances=max_instances)
     return ApiRequest(features=features, model=model, version=version, k=k, single=single)
+
+
+# A training request names a few datasets: a body past this is not one.
+MAX_TRAIN_BODY_BYTES = 16 * 1024
+MAX_TRAIN_DATASETS = 20
+
+
+def parse_train_request(body: str | None) -> list[str]:
+    """`POST /train`'s body -> the dataset names to train on, or `InvalidInput` saying why.
+
+    `{}` or no body trains the default dataset; `{"dataset": NAME}` or `{"datasets": [...]}`
+    name others. Every name is checked against the naming rules before anything starts.
+    """
+    raw = body or ""
+    if len(raw.encode("utf-8", errors="replace")) > MAX_TRAIN_BODY_BYTES:
+        raise InvalidInput(
+            "body_too_large", f"a training request is at most {MAX_TRAIN_BODY_BYTES} bytes"
+        )
+    if not raw.strip():
+        return [PIPELINE.default_dataset]
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "too deeply nested"
+        raise InvalidInput("invalid_json", f"the body is not valid JSON: {reason}") from None
+    if not isinstance(document, dict):
+        raise InvalidInput(
+            "bad_request", 'the body must be a JSON object, e.g. {"dataset": "digits"}'
+        )
+    unknown = sorted(set(document) - {"dataset", "datasets"})
+    if unknown:
+        raise InvalidInput(
+            "bad_request", f"unknown field(s) {unknown}; use 'dataset' or 'datasets'"
+        )
+    if "dataset" in document and "datasets" in document:
+        raise InvalidInput("bad_request", "give 'dataset' or 'datasets', not both")
+    names: Any = document.get("datasets", [document.get("dataset", PIPELINE.default_dataset)])
+    if not isinstance(names, list) or not names or len(names) > MAX_TRAIN_DATASETS:
+        raise InvalidInput(
+            "bad_request", f"'datasets' must be a list of 1-{MAX_TRAIN_DATASETS} names"
+        )
+    if not all(isinstance(name, str) for name in names):
+        raise InvalidInput("bad_request", "dataset names are strings")
+    try:
+        return [validate_dataset_name(name) for name in names]
+    except InvalidInput as error:
+        raise InvalidInput("bad_request", error.message) from None

@@ -4,8 +4,8 @@ Two ways to say it, so both `aws s3 cp --metadata` users and people dragging fil
 console are served:
 - S3 user metadata: `grid=10x10`, `row-labels=0,1,...,9` or `labels=<one per cell>` or
   `label=7`, `square=true|false`.
-- The key: `incoming/train/<dataset>/<label>/<name>.png` labels every cell, and a grid in the
-  file name (`sheet-10x10.png`) needs no metadata.
+- The key: `incoming/train/<dataset>/<label>/<name>.png` labels every cell, and a grid ending
+  the file name (`sheet-10x10.png`) needs no metadata.
 A sheet that names no grid has it found on the page (ruled lines or gaps between symbols).
 Metadata wins over the key when both say something.
 """
@@ -22,7 +22,9 @@ from tessera.names import validate_dataset_name, validate_label
 
 METADATA_KEYS = frozenset({"grid", "row-labels", "labels", "label", "square"})
 _GRID = re.compile(r"^\s*(\d{1,4})\s*[xX]\s*(\d{1,4})\s*$")
-_GRID_IN_NAME = re.compile(r"(?:^|[_\-.])(\d{1,4})x(\d{1,4})(?:[_\-.]|$)")
+# Only the documented form names a grid: "-RxC" ending the file name (sheet-10x10.png). A size
+# elsewhere in a name (scan_1024x768.png, photo-3000x2000-edit.jpg) is not a grid.
+_GRID_IN_NAME = re.compile(r"(?:^|-)(\d{1,4})x(\d{1,4})$")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 

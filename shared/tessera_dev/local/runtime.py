@@ -20,6 +20,10 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from tessera.config import PIPELINE, Env
+from tessera.dataset import ROWS, dataset_prefix
+from tessera.errors import InvalidInput
+from tessera.serving.api_input import parse_train_request
+from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import LocalApi
 from tessera_dev.local.pump import EventPump
 from tessera_dev.local.resources import ProvisionedQueue, provision
@@ -191,14 +195,18 @@ class LocalRuntime:
         return result
 
     def _train_route(self, event: dict[str, Any]) -> dict[str, Any]:
-        """POST /train: plays the Step Functions execution the deployed API starts."""
+        """POST /train: plays the Step Functions execution the deployed API starts. The request
+        is checked before anything starts, so every accepted run records an outcome."""
         try:
-            body = json.loads(event.get("body") or "{}")
-            datasets = body.get("datasets") or [body.get("dataset") or PIPELINE.default_dataset]
-            if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
-                raise ValueError("'datasets' must be a list of names")
-        except (json.JSONDecodeError, ValueError, AttributeError) as error:
-            return _json_response(400, {"error": {"code": "bad_request", "message": str(error)}})
+            datasets = parse_train_request(event.get("body"))
+        except InvalidInput as error:
+            status = 413 if error.code == "body_too_large" else 400
+            return _json_response(status, {"error": error.as_dict()})
+        store = S3ObjectStore(bucket=self.bucket, client=self.client("s3"))
+        missing = [name for name in datasets if not any(store.list(dataset_prefix(name) + ROWS))]
+        if missing:
+            message = f"no rows in dataset(s) {missing}: drop sheets under incoming/train/ first"
+            return _json_response(404, {"error": {"code": "dataset_not_found", "message": message}})
         execution = f"local-{uuid.uuid4().hex[:12]}"
         threading.Thread(
             target=self.train, args=(datasets,), kwargs={"run_id": execution}, daemon=True
