@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import Annotations, ArnFormat, Duration, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
 from infra.queued import QueueFedFunction
 from tessera.config import PIPELINE
 
 PERIOD = Duration.minutes(5)
+ALARM_NAME_PREFIX = f"{PIPELINE.project}-"
 API_LATENCY_P99_MS = 5_000
 API_5XX_PER_PERIOD = 5
 
@@ -58,6 +61,17 @@ class Monitoring(Construct):
         )
         if alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+            self.subscribers = f"email {alarm_email} (confirm the subscription mail AWS sends)"
+        else:
+            self.subscribers = (
+                "NONE: alarms reach no one. Deploy with -c tessera:alarm_email=you@example.com "
+                "or subscribe to the topic yourself"
+            )
+            Annotations.of(self).add_warning_v2(
+                "tessera:no-alarm-subscriber",
+                "No tessera:alarm_email: the alarm topic has no subscriber, so alarms reach no "
+                "one. Deploy with -c tessera:alarm_email=you@example.com.",
+            )
         action = cw_actions.SnsAction(self.alarm_topic)
         self.alarms: list[cw.Alarm] = []
 
@@ -75,6 +89,8 @@ class Monitoring(Construct):
                 metric=metric,
                 threshold=threshold,
                 evaluation_periods=evaluation_periods,
+                # Named, so the topic policy can admit exactly this stack's alarms.
+                alarm_name=f"{ALARM_NAME_PREFIX}{alarm_id}",
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
                 alarm_description=description,
@@ -135,7 +151,7 @@ class Monitoring(Construct):
             threshold=1,
             description="A training execution timed out.",
         )
-        events.Rule(
+        failures = events.Rule(
             self,
             "TrainingFailures",
             description="Sends each failed training execution to the alarm topic",
@@ -147,8 +163,9 @@ class Monitoring(Construct):
                     "status": ["FAILED", "TIMED_OUT", "ABORTED"],
                 },
             ),
-            targets=[targets.SnsTopic(self.alarm_topic)],
+            targets=[_TopicTarget(self.alarm_topic)],
         )
+        self._allow_publishers(failures)
 
         self.dashboard = cw.Dashboard(
             self, "Dashboard", dashboard_name=f"{PIPELINE.project}-pipeline"
@@ -210,3 +227,52 @@ class Monitoring(Construct):
                 ],
             ),
         )
+
+    def _allow_publishers(self, failures: events.Rule) -> None:
+        """The topic's resource policy admits exactly its two publishers.
+
+        `enforce_ssl` makes CDK write an explicit topic policy, which replaces SNS's default one:
+        without a statement for CloudWatch, every alarm's notification would be refused. Each
+        service may publish only on behalf of this account's resources: CloudWatch for this
+        stack's alarms (by name), EventBridge for the training-failures rule.
+        """
+        stack = Stack.of(self)
+        alarms_arn = stack.format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name=f"{ALARM_NAME_PREFIX}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsOfThisStack",
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=[self.alarm_topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": alarms_arn},
+                },
+            )
+        )
+        self.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="TrainingFailuresRule",
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                resources=[self.alarm_topic.topic_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": failures.rule_arn}},
+            )
+        )
+
+
+@jsii.implements(events.IRuleTarget)
+class _TopicTarget:
+    """An SNS topic as a rule target, without the unconditioned publish grant CDK's
+    `targets.SnsTopic` adds: `Monitoring._allow_publishers` grants it for this rule only."""
+
+    def __init__(self, topic: sns.ITopic) -> None:
+        self.topic = topic
+
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(arn=self.topic.topic_arn)

@@ -157,6 +157,12 @@ class TesseraStack(Stack):
             description="aws stepfunctions start-execution --state-machine-arn <arn>",
         )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.alarm_topic.topic_arn)
+        CfnOutput(
+            self,
+            "AlarmSubscribers",
+            value=self.monitoring.subscribers,
+            description="Who alarms reach; prove it with aws cloudwatch set-alarm-state",
+        )
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
 
     def _acknowledge_cdk_internals(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
 
+from infra.app import build_app
 from tessera.config import PIPELINE
-from tests.infra.conftest import ALARM_EMAIL, Synthesized
-from tests.infra.infra_template_tools import logical_id, only, resources
+from tests.infra.conftest import ALARM_EMAIL, TEST_CONTEXT, Synthesized
+from tests.infra.infra_template_tools import logical_id, only, render, resources
 
 
 def _alarms(template: Template) -> list[dict[str, Any]]:
@@ -95,3 +98,63 @@ def test_a_dashboard_is_deployed(template: Template) -> None:
 )
 def test_the_stack_outputs_what_the_deploy_guide_uses(template: Template, output: str) -> None:
     assert output in template.find_outputs("*")
+
+
+def _topic_statements(synthesized: Synthesized) -> list[dict[str, Any]]:
+    topic = {"Ref": logical_id(synthesized.stack.monitoring.alarm_topic)}
+    (policy,) = [
+        p["Properties"]
+        for p in resources(synthesized.template, "AWS::SNS::TopicPolicy").values()
+        if topic in p["Properties"]["Topics"]
+    ]
+    statements: list[dict[str, Any]] = policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _service(statement: dict[str, Any]) -> str | None:
+    principal = statement.get("Principal")
+    return principal.get("Service") if isinstance(principal, dict) else None
+
+
+def test_cloudwatch_may_publish_this_stacks_alarms_to_the_topic(synthesized: Synthesized) -> None:
+    # GIVEN the explicit topic policy enforce_ssl makes CDK write (it replaces the default one)
+    statements = _topic_statements(synthesized)
+    # THEN CloudWatch may publish, for this account's alarms named like this stack's only
+    (cloudwatch,) = [s for s in statements if _service(s) == "cloudwatch.amazonaws.com"]
+    assert cloudwatch["Effect"] == "Allow" and cloudwatch["Action"] == "sns:Publish"
+    assert cloudwatch["Condition"]["StringEquals"] == {
+        "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+    }
+    assert render(cloudwatch["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":alarm:tessera-*")
+    names = [a["AlarmName"] for a in _alarms(synthesized.template)]
+    assert names and all(name.startswith("tessera-") for name in names)
+
+
+def test_eventbridge_may_publish_only_for_its_rule(synthesized: Synthesized) -> None:
+    statements = _topic_statements(synthesized)
+    events = [s for s in statements if _service(s) == "events.amazonaws.com"]
+    # THEN there is one EventBridge statement, and it names the training-failures rule
+    assert len(events) == 1
+    assert set(events[0]["Condition"]["ArnEquals"]) == {"aws:SourceArn"}
+    assert "GetAtt" in json.dumps(events[0]["Condition"]["ArnEquals"]["aws:SourceArn"])
+    # AND every Allow is conditioned: no service may publish for another account's resources
+    assert all("Condition" in s for s in statements if s["Effect"] == "Allow")
+
+
+def test_a_deploy_with_no_subscriber_says_so(tmp_path: Path) -> None:
+    # GIVEN a stack synthesized without tessera:alarm_email
+    app, stack = build_app(
+        context={**TEST_CONTEXT, "tessera:alarm_email": ""}, outdir=str(tmp_path), nag=False
+    )
+    assembly = app.synth()
+    # THEN a stack output and a synth-time warning both say alarms reach no one
+    outputs = Template.from_stack(stack).find_outputs("AlarmSubscribers")
+    assert "NONE" in json.dumps(outputs)
+    messages = [
+        str(m.entry.data)
+        for artifact in assembly.stacks
+        for m in artifact.messages
+        if m.level.name == "WARNING"
+    ]
+    assert any("alarm topic has no subscriber" in m for m in messages)
+    assert not resources(Template.from_stack(stack), "AWS::SNS::Subscription")
