@@ -50,6 +50,7 @@ class PipelineFunction(Construct):
         timeout: Duration,
         environment: Mapping[str, str],
         bundle_dependencies: bool,
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         name = function_name(function)
@@ -88,6 +89,7 @@ class PipelineFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         # logs:CreateLogGroup is not needed: the group above exists before the first invocation.
         self.log_group.grant(self.role, "logs:CreateLogStream", "logs:PutLogEvents")

@@ -81,6 +81,7 @@ class QueueFedFunction(Construct):
                     else None
                 ),
                 report_batch_item_failures=True,
+                max_concurrency=spec.max_concurrency,
             )
         )
         for key_filter in _key_filters(spec):

@@ -52,6 +52,7 @@ class Serving(Construct):
         bucket: s3.IBucket,
         training_workflow: sfn.IStateMachine,
         bundle_dependencies: bool,
+        reserved_concurrency: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self.inference = PipelineFunction(
@@ -62,6 +63,7 @@ class Serving(Construct):
             timeout=INFERENCE_TIMEOUT,
             environment=environment,
             bundle_dependencies=bundle_dependencies,
+            reserved_concurrency=reserved_concurrency or None,
         )
         self.batch_predict = QueueFedFunction(
             self,

@@ -37,6 +37,8 @@ class DeploySettings:
     training_schedule: str | None = None  # an EventBridge expression: "rate(7 days)", "cron(...)"
     retain_data: bool = True  # keep the buckets (and their data) when the stack is deleted
     bundle: bool = True  # False: functions without third-party packages; tests only, never deploy
+    retention_days: int = PIPELINE.retention_days  # uploads and predictions, then deleted
+    inference_reserved_concurrency: int = PIPELINE.inference_reserved_concurrency
 
     @classmethod
     def from_context(cls, scope: Construct) -> DeploySettings:
@@ -48,7 +50,35 @@ class DeploySettings:
             training_schedule=get("training_schedule") or None,
             retain_data=_flag(get("retain_data"), default=True),
             bundle=_flag(get("bundle"), default=True),
+            retention_days=_positive(get("retention_days"), "retention_days")
+            or PIPELINE.retention_days,
+            inference_reserved_concurrency=_count(
+                get("inference_reserved_concurrency"),
+                "inference_reserved_concurrency",
+                default=PIPELINE.inference_reserved_concurrency,
+            ),
         )
+
+
+def _count(value: Any, name: str, *, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError(f"tessera:{name} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"tessera:{name} must not be negative, got {number}")
+    return number
+
+
+def _positive(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    number = _count(value, name, default=0)
+    if number < 1:
+        raise ValueError(f"tessera:{name} must be at least 1, got {number}")
+    return number
 
 
 class TesseraStack(Stack):
@@ -63,7 +93,12 @@ class TesseraStack(Stack):
                 "tessera:bundle=false: functions lack their third-party packages; do not deploy.",
             )
 
-        self.storage = Storage(self, "Storage", retain_data=settings.retain_data)
+        self.storage = Storage(
+            self,
+            "Storage",
+            retain_data=settings.retain_data,
+            retention_days=settings.retention_days,
+        )
         bucket = self.storage.bucket
         environment = {
             Env.BUCKET: bucket.bucket_name,
@@ -92,6 +127,7 @@ class TesseraStack(Stack):
             bucket=bucket,
             training_workflow=self.training.state_machine,
             bundle_dependencies=settings.bundle,
+            reserved_concurrency=settings.inference_reserved_concurrency,
         )
         self.monitoring = Monitoring(
             self,
@@ -118,7 +154,8 @@ class TesseraStack(Stack):
                 [prefixes.tiles, prefixes.datasets],
                 [prefixes.datasets, prefixes.quarantine],
             ),
-            (self.serving.inference.role, [prefixes.models, prefixes.datasets], []),
+            # The internet-facing function reads models (and their embedding index) only.
+            (self.serving.inference.role, [prefixes.models], []),
             (
                 self.serving.batch_predict.handler.role,
                 [prefixes.incoming_predict, prefixes.models],

@@ -33,7 +33,9 @@ class Storage(Construct):
     the idle cost at zero.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, retain_data: bool) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, retain_data: bool, retention_days: int
+    ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain_data else RemovalPolicy.DESTROY
         prefixes = PIPELINE.prefixes
@@ -43,10 +45,13 @@ class Storage(Construct):
             self,
             "AccessLogs",
             **_secure_bucket_defaults(),  # type: ignore[arg-type]
+            # Versioned, so a log deleted or overwritten by mistake (or on purpose) is kept.
+            versioned=True,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs",
                     expiration=ACCESS_LOGS_EXPIRE_AFTER,
+                    noncurrent_version_expiration=NONCURRENT_VERSIONS_EXPIRE_AFTER,
                     abort_incomplete_multipart_upload_after=INCOMPLETE_UPLOADS_ABORT_AFTER,
                 )
             ],
@@ -66,6 +71,20 @@ class Storage(Construct):
                     id="expire-tiles",
                     prefix=prefixes.tiles,
                     expiration=TILES_EXPIRE_AFTER,
+                ),
+                # Users' handwriting is private data: uploads and what was predicted from them
+                # are kept for `retention_days` (tessera:retention_days), then deleted.
+                *(
+                    s3.LifecycleRule(
+                        id=f"expire-{prefix.strip('/').replace('/', '-')}",
+                        prefix=prefix,
+                        expiration=Duration.days(retention_days),
+                    )
+                    for prefix in (
+                        prefixes.incoming_train,
+                        prefixes.incoming_predict,
+                        prefixes.predictions,
+                    )
                 ),
                 s3.LifecycleRule(
                     id="expire-quarantine",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -48,6 +48,7 @@ JOB_MEMORY = Size.gibibytes(16)
 JOB_TIMEOUT = Duration.hours(2)
 WORKFLOW_TIMEOUT = Duration.hours(3)
 MAX_VCPUS = 16  # at most four jobs at once
+JOB_DEFINITION_NAME = f"{PIPELINE.project}-training"
 
 # The job's exit is final when the code failed; these platform failures are worth a new attempt.
 TRANSIENT_START_FAILURES = (
@@ -92,9 +93,6 @@ class Training(Construct):
                     name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24
                 )
             ],
-            gateway_endpoints={
-                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
-            },
             restrict_default_security_group=True,
             flow_logs={
                 "all": ec2.FlowLogOptions(
@@ -109,6 +107,28 @@ class Training(Construct):
                     traffic_type=ec2.FlowLogTrafficType.ALL,
                 )
             },
+        )
+        self.s3_endpoint = self.vpc.add_gateway_endpoint(
+            "S3", service=ec2.GatewayVpcEndpointAwsService.S3
+        )
+        # The endpoint carries only what the job needs: this stack's bucket, and the bucket ECR
+        # serves image layers from (Fargate pulls them through this endpoint).
+        stack = Stack.of(self)
+        self.s3_endpoint.add_to_policy(
+            iam.PolicyStatement(
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                resources=[bucket.bucket_arn, bucket.arn_for_objects("*")],
+            )
+        )
+        self.s3_endpoint.add_to_policy(
+            iam.PolicyStatement(
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject"],
+                resources=[
+                    f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"
+                ],
+            )
         )
         security_group = ec2.SecurityGroup(
             self,
@@ -174,7 +194,7 @@ class Training(Construct):
         self.job_definition = batch.EcsJobDefinition(
             self,
             "JobDefinition",
-            job_definition_name=f"{PIPELINE.project}-training",
+            job_definition_name=JOB_DEFINITION_NAME,
             container=container,
             parameters={"dataset": PIPELINE.default_dataset},
             timeout=JOB_TIMEOUT,
@@ -208,22 +228,28 @@ class Training(Construct):
         failed = sfn.Fail(
             self, "TrainingFailed", error_path="$.error.Error", cause_path="$.error.Cause"
         )
-        train = tasks.BatchSubmitJob(
+        # The Batch .sync integration written out, not tasks.BatchSubmitJob: that construct
+        # grants SubmitJob on every job definition in the account, and neither TerminateJob nor
+        # DescribeJobs, so an aborted or timed-out execution would leave its job running.
+        stack = Stack.of(self)
+        train = sfn.CustomState(
             self,
             "TrainAndPromote",
-            job_name=f"{PIPELINE.project}-training",
-            job_queue_arn=self.job_queue.job_queue_arn,
-            job_definition_arn=self.job_definition.job_definition_arn,
-            payload=sfn.TaskInput.from_object({"dataset": sfn.JsonPath.string_at("$.dataset")}),
-            container_overrides=tasks.BatchContainerOverrides(
-                environment={Env.RUN_ID: sfn.JsonPath.string_at("$$.Execution.Name")}
-            ),
-            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            result_selector={
-                "jobId": sfn.JsonPath.string_at("$.JobId"),
-                "status": sfn.JsonPath.string_at("$.Status"),
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{stack.partition}:states:::batch:submitJob.sync",
+                "Parameters": {
+                    "JobName": f"{PIPELINE.project}-training",
+                    "JobQueue": self.job_queue.job_queue_arn,
+                    "JobDefinition": self.job_definition.job_definition_arn,
+                    "Parameters": {"dataset.$": "$.dataset"},
+                    "ContainerOverrides": {
+                        "Environment": [{"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"}]
+                    },
+                },
+                "ResultSelector": {"jobId.$": "$.JobId", "status.$": "$.Status"},
+                "ResultPath": "$.job",
             },
-            result_path="$.job",
         )
         train.add_retry(
             errors=["Batch.AWSBatchException", "Batch.ServerException"],
@@ -299,11 +325,12 @@ class Training(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs_group, level=sfn.LogLevel.ALL),
         )
+        self._grant_batch_run_job(state_machine.role)
         for resource, reason in (
             (
                 "*",
-                "X-Ray and CloudWatch Logs delivery actions (logs:CreateLogDelivery and friends) "
-                "support no resource-level permissions.",
+                "X-Ray, CloudWatch Logs delivery (logs:CreateLogDelivery and friends) and "
+                "batch:DescribeJobs support no resource-level permissions.",
             ),
             (
                 f"{bucket_arn_placeholder(bucket)}/{PIPELINE.prefixes.runs}*",
@@ -311,13 +338,47 @@ class Training(Construct):
                 "at run time.",
             ),
             (
-                "arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job-definition/*",
-                "BatchSubmitJob grants SubmitJob on job definitions by name pattern because an "
-                "ARN pins one revision; the job queue, hence the compute, is this stack's own.",
+                f"arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job-definition/"
+                f"{JOB_DEFINITION_NAME}:*",
+                "SubmitJob on this stack's job definition, any revision (an ARN pins one and a "
+                "redeploy adds the next); the job queue, hence the compute, is this stack's own.",
+            ),
+            (
+                "arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*",
+                "TerminateJob, so an aborted or timed-out execution stops its job; job ids are "
+                "known only at run time, and the role can submit to this stack's queue only.",
             ),
         ):
             wildcard_resource_ack(state_machine.role, resource, reason)
         return state_machine
+
+    def _grant_batch_run_job(self, role: iam.IRole) -> None:
+        """What the .sync Batch integration needs, and no more (AWS documents these actions)."""
+        stack = Stack.of(self)
+
+        def arn(resource: str) -> str:
+            return f"arn:{stack.partition}:batch:{stack.region}:{stack.account}:{resource}"
+
+        for statement in (
+            iam.PolicyStatement(
+                actions=["batch:SubmitJob"],
+                resources=[
+                    arn(f"job-definition/{JOB_DEFINITION_NAME}:*"),
+                    self.job_queue.job_queue_arn,
+                ],
+            ),
+            iam.PolicyStatement(actions=["batch:TerminateJob"], resources=[arn("job/*")]),
+            # DescribeJobs supports no resource-level permission.
+            iam.PolicyStatement(actions=["batch:DescribeJobs"], resources=["*"]),
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    f"arn:{stack.partition}:events:{stack.region}:{stack.account}:rule/"
+                    "StepFunctionsGetEventsForBatchJobsRule"
+                ],
+            ),
+        ):
+            role.add_to_principal_policy(statement)
 
     def _acknowledge_execution_role(self, container: batch.EcsFargateContainerDefinition) -> None:
         wildcard_resource_ack(

@@ -62,6 +62,10 @@ class QueueSpec:
     max_receive_count: int = 3
     function_timeout_seconds: int = 60
     function_memory_mb: int = 1024
+    # The most concurrent invocations this queue's event source may drive (Lambda's SQS
+    # maxConcurrency, 2..1000): a burst of sheets cannot take the account's concurrency from
+    # the API.
+    max_concurrency: int = 10
 
     @property
     def dlq_name(self) -> str:
@@ -69,8 +73,9 @@ class QueueSpec:
 
     @property
     def visibility_timeout_seconds(self) -> int:
-        # AWS guidance for SQS event sources: at least six times the function timeout.
-        return 6 * self.function_timeout_seconds
+        # AWS guidance for SQS event sources: at least six times the function timeout, plus
+        # the batching window (messages wait in the batch before the function even starts).
+        return 6 * self.function_timeout_seconds + self.max_batching_window_seconds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +108,11 @@ class PipelineConfig:
     queues: tuple[QueueSpec, ...] = ()
     routes: tuple[Route, ...] = ()
     champion_ttl_seconds: int = 30
+    # Concurrency reserved for the API's function, so ingest bursts cannot starve it (0: none;
+    # an account at Lambda's default limit of 10 cannot reserve any).
+    inference_reserved_concurrency: int = 10
+    # Days users' uploads (incoming/) and batch predictions (predictions/) are kept.
+    retention_days: int = 90
     # Request bodies API Gateway passes base64-encoded (everything else arrives as text).
     binary_media_types: tuple[str, ...] = ("image/png", "image/jpeg", "application/octet-stream")
 
@@ -125,6 +135,7 @@ PIPELINE = PipelineConfig(
             batch_size=1,  # a sheet is a large unit of work of its own
             function_timeout_seconds=120,
             function_memory_mb=2048,
+            max_concurrency=5,
         ),
         QueueSpec(
             name="tessera-vectorize",
@@ -135,6 +146,7 @@ PIPELINE = PipelineConfig(
             max_batching_window_seconds=1,
             function_timeout_seconds=30,
             function_memory_mb=512,
+            max_concurrency=20,
         ),
         QueueSpec(
             name="tessera-batch-predict",
@@ -143,6 +155,7 @@ PIPELINE = PipelineConfig(
             batch_size=1,
             function_timeout_seconds=120,
             function_memory_mb=2048,
+            max_concurrency=5,
         ),
     ),
     routes=(

@@ -32,7 +32,7 @@ EXPECTED_ACCESS: dict[str, tuple[Callable[[TesseraStack], iam.IRole], set[str], 
         {P.tiles, P.datasets},
         {P.datasets, P.quarantine},
     ),
-    "inference": (lambda s: s.serving.inference.role, {P.models, P.datasets}, set()),
+    "inference": (lambda s: s.serving.inference.role, {P.models}, set()),
     "batch_predict": (
         lambda s: s.serving.batch_predict.handler.role,
         {P.incoming_predict, P.models},

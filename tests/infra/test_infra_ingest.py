@@ -66,7 +66,7 @@ def test_each_queue_sends_poison_messages_to_its_dead_letter_queue(
 
 
 @pytest.mark.parametrize("spec", PIPELINE.queues, ids=lambda spec: spec.function)
-def test_visibility_timeout_is_six_times_the_function_timeout(
+def test_visibility_timeout_is_six_times_the_function_timeout_plus_the_window(
     template: Template, spec: QueueSpec
 ) -> None:
     _, queue = only(template, "AWS::SQS::Queue", QueueName=spec.name)
@@ -74,7 +74,8 @@ def test_visibility_timeout_is_six_times_the_function_timeout(
 
     timeout = function["Properties"]["Timeout"]
     assert timeout == spec.function_timeout_seconds
-    assert queue["Properties"]["VisibilityTimeout"] >= 6 * timeout
+    window = spec.max_batching_window_seconds
+    assert queue["Properties"]["VisibilityTimeout"] >= 6 * timeout + window
     assert function["Properties"]["MemorySize"] == spec.function_memory_mb
 
 
@@ -145,3 +146,21 @@ def test_functions_run_the_handler_from_the_bundle_with_the_pipeline_settings(
 
 def _handler(spec: QueueSpec) -> str:
     return f"functions.{spec.function}.handler.lambda_handler"
+
+
+@pytest.mark.parametrize("spec", PIPELINE.queues, ids=lambda s: s.function)
+def test_each_queue_caps_how_many_functions_it_drives(template: Template, spec: Any) -> None:
+    function_id, _ = only(template, "AWS::Lambda::Function", Handler=_handler(spec))
+    mappings = [
+        m["Properties"]
+        for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    assert len(mappings) == 1
+    assert mappings[0]["ScalingConfig"] == {"MaximumConcurrency": spec.max_concurrency}
+
+
+def test_the_api_function_has_reserved_concurrency(synthesized: Synthesized) -> None:
+    function_id = logical_id(synthesized.stack.serving.inference.function)
+    props = resources(synthesized.template, "AWS::Lambda::Function")[function_id]["Properties"]
+    assert props["ReservedConcurrentExecutions"] == PIPELINE.inference_reserved_concurrency

@@ -11,7 +11,16 @@ from aws_cdk.assertions import Template
 from infra.training_job import JOB_VCPUS, TRAINING_DOCKERFILE
 from tessera.config import PIPELINE
 from tests.infra.conftest import REPO_ROOT, Synthesized, synthesize
-from tests.infra.infra_template_tools import logical_id, only, resources, state_machine_definition
+from tests.infra.infra_template_tools import (
+    as_list,
+    logical_id,
+    only,
+    render,
+    resources,
+    resources_for_action,
+    role_statements,
+    state_machine_definition,
+)
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +217,37 @@ def _any_list() -> Any:
     from aws_cdk.assertions import Match
 
     return Match.any_value()
+
+
+def _workflow_statements(synthesized: Synthesized) -> list[dict[str, Any]]:
+    role_id = logical_id(synthesized.stack.training.state_machine.role)
+    return role_statements(synthesized.template, role_id)
+
+
+def test_the_workflow_may_submit_only_this_stacks_job(synthesized: Synthesized) -> None:
+    statements = _workflow_statements(synthesized)
+    submit = resources_for_action(statements, "batch:SubmitJob")
+    # THEN SubmitJob names this job definition (any revision) and this queue, nothing wider
+    assert any(r.endswith(":job-definition/tessera-training:*") for r in submit)
+    assert not any(r.endswith(":job-definition/*") for r in submit)
+    assert any("JobQueueArn" in r for r in submit) and len(submit) == 2
+
+
+def test_an_aborted_execution_can_stop_its_job(synthesized: Synthesized) -> None:
+    statements = _workflow_statements(synthesized)
+    assert resources_for_action(statements, "batch:TerminateJob") == {
+        "arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*"
+    }
+    assert resources_for_action(statements, "batch:DescribeJobs") == {"*"}
+
+
+def test_the_s3_endpoint_admits_only_this_bucket_and_ecr_layers(synthesized: Synthesized) -> None:
+    (endpoint,) = resources(synthesized.template, "AWS::EC2::VPCEndpoint").values()
+    statements = endpoint["Properties"]["PolicyDocument"]["Statement"]
+    targets = {render(r) for s in statements for r in as_list(s["Resource"])}
+    bucket = logical_id(synthesized.stack.storage.bucket)
+    assert targets == {
+        f"<{bucket}.Arn>",
+        f"<{bucket}.Arn>/*",
+        "arn:<AWS::Partition>:s3:::prod-<AWS::Region>-starport-layer-bucket/*",
+    }
