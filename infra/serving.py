@@ -11,6 +11,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from infra.function import PipelineFunction
@@ -33,6 +34,8 @@ INFERENCE_TIMEOUT = Duration.seconds(28)
 INFERENCE_MEMORY_MB = 2048
 TRAIN_ROUTE = Route(method="POST", path="/train")
 DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+# With tessera:waf=true: requests per client IP per 5 minutes before WAF answers 429.
+WAF_REQUESTS_PER_5_MINUTES_PER_IP = 2_000
 
 
 class Serving(Construct):
@@ -53,6 +56,8 @@ class Serving(Construct):
         training_workflow: sfn.IStateMachine,
         bundle_dependencies: bool,
         reserved_concurrency: int,
+        api_clients: tuple[str, ...] = (),
+        waf: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.inference = PipelineFunction(
@@ -131,15 +136,31 @@ class Serving(Construct):
         )
         plan.add_api_key(self.api_key)
         plan.add_api_stage(stage=self.api.deployment_stage)
+        # One key per named client (tessera:api_clients=alice,bob), so a leaked key is revoked
+        # without cutting everyone off; all share the plan's throttle and quota.
+        self.client_keys: dict[str, apigw.IApiKey] = {}
+        for client in api_clients:
+            key = self.api.add_api_key(
+                f"ClientKey{client}", api_key_name=f"{PIPELINE.project}-{client}"
+            )
+            plan.add_api_key(key)
+            self.client_keys[client] = key
+        self._gateway_responses()
+        self.web_acl = self._web_acl() if waf else None
 
         proxy = apigw.LambdaIntegration(self.inference.function, proxy=True)
         start_training = self._start_execution_integration(training_workflow)
         for route in PIPELINE.routes:
             resource = self.api.root.resource_for_path(route.path)
             if route == TRAIN_ROUTE:
+                # Starting a two-hour Fargate run is not for whoever holds a client API key:
+                # the caller signs the request (SigV4) with AWS credentials that may
+                # execute-api:Invoke this route, e.g. `tessera train` or awscurl.
                 resource.add_method(
                     route.method,
                     start_training,
+                    authorization_type=apigw.AuthorizationType.IAM,
+                    api_key_required=False,
                     request_validator=self.validator,
                     request_models={"application/json": self._train_request_model()},
                     method_responses=[
@@ -158,15 +179,9 @@ class Serving(Construct):
 
         for rule, reason in (
             (
-                "AwsSolutions-APIG3",
-                "No WAF web ACL: callers hold API keys, the usage plan throttles and caps them, "
-                "and a web ACL would add about $6 a month to an otherwise idle deployment.",
-            ),
-            (
                 "AwsSolutions-APIG4",
-                "Callers authenticate with API keys bound to a usage plan; the API serves "
-                "machine clients of one team, not end users, so there is no user pool or IAM "
-                "caller identity to authorize.",
+                "POST /train is IAM-authorized (SigV4); the prediction routes take API keys bound "
+                "to a usage plan: they serve machine clients, not end users signing in.",
             ),
             (
                 "AwsSolutions-COG4",
@@ -175,6 +190,15 @@ class Serving(Construct):
         ):
             Validations.of(self.api).acknowledge(
                 Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason)
+            )
+        if not waf:
+            Validations.of(self.api).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-APIG3",
+                    reason="No WAF web ACL by default: callers hold API keys, the usage plan "
+                    "throttles and caps them, and a web ACL adds about $8 a month to an idle "
+                    "deployment. -c tessera:waf=true adds a rate-based one.",
+                )
             )
         Validations.of(self.api).acknowledge(
             Acknowledgment(
@@ -257,3 +281,122 @@ class Serving(Construct):
                 min_properties=1,
             ),
         )
+
+    def _gateway_responses(self) -> None:
+        """API Gateway's own refusals (no key, throttled, body refused by the model, an
+        integration that failed) answer in the function's JSON error shape."""
+        error = (
+            '{"error": {"code": "$context.error.responseType.toLowerCase()", '
+            '"message": $context.error.messageString}}'
+        )
+        validation = (
+            '{"error": {"code": "bad_request", "message": "$util.escapeJavaScript('
+            '$context.error.validationErrorString)"}}'
+        )
+        for response_id, response_type, template in (
+            ("Default4xx", apigw.ResponseType.DEFAULT_4_XX, error),
+            ("Default5xx", apigw.ResponseType.DEFAULT_5_XX, error),
+            ("BadBody", apigw.ResponseType.BAD_REQUEST_BODY, validation),
+        ):
+            self.api.add_gateway_response(
+                response_id,
+                type=response_type,
+                templates={"application/json": template},
+            )
+
+    def _web_acl(self) -> wafv2.CfnWebACL:
+        """A rate-based rule per client IP, and bodies over the documented limit refused with
+        the JSON error shape before they reach the function (tessera:waf=true)."""
+        limit = PIPELINE.limits.max_api_body_bytes
+        acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=_visibility("tessera-api"),
+            custom_response_bodies={
+                "tooLarge": wafv2.CfnWebACL.CustomResponseBodyProperty(
+                    content_type="APPLICATION_JSON",
+                    content=json.dumps(
+                        {"error": {"code": "body_too_large", "message": f"over {limit} bytes"}}
+                    ),
+                ),
+                "throttled": wafv2.CfnWebACL.CustomResponseBodyProperty(
+                    content_type="APPLICATION_JSON",
+                    content=json.dumps(
+                        {"error": {"code": "throttled", "message": "too many requests"}}
+                    ),
+                ),
+            },
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RatePerIp",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(
+                        block=wafv2.CfnWebACL.BlockActionProperty(
+                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                                response_code=429, custom_response_body_key="throttled"
+                            )
+                        )
+                    ),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            limit=WAF_REQUESTS_PER_5_MINUTES_PER_IP, aggregate_key_type="IP"
+                        )
+                    ),
+                    visibility_config=_visibility("tessera-rate-per-ip"),
+                ),
+                wafv2.CfnWebACL.RuleProperty(
+                    name="BodyOverLimit",
+                    priority=1,
+                    action=wafv2.CfnWebACL.RuleActionProperty(
+                        block=wafv2.CfnWebACL.BlockActionProperty(
+                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                                response_code=413, custom_response_body_key="tooLarge"
+                            )
+                        )
+                    ),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
+                            regex_string=numbers_over(limit),
+                            field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                                single_header={"Name": "content-length"}
+                            ),
+                            text_transformations=[
+                                wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                            ],
+                        )
+                    ),
+                    visibility_config=_visibility("tessera-body-over-limit"),
+                ),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebAclAssociation",
+            resource_arn=self.api.deployment_stage.stage_arn,
+            web_acl_arn=acl.attr_arn,
+        )
+        return acl
+
+
+def numbers_over(limit: int) -> str:
+    """A regular expression matching exactly the decimal numbers greater than `limit` (WAF
+    compares header text, not numbers): each digit position may be higher than the limit's
+    with the digits before it equal, or the number may have more digits."""
+    digits = str(limit)
+    alternatives = []
+    for position, digit in enumerate(digits):
+        if digit == "9":
+            continue
+        rest = len(digits) - position - 1
+        higher = f"[{int(digit) + 1}-9]" if digit != "8" else "9"
+        alternatives.append(digits[:position] + higher + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(f"[1-9][0-9]{{{len(digits)},}}")
+    return "^(" + "|".join(alternatives) + ")$"
+
+
+def _visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+    return wafv2.CfnWebACL.VisibilityConfigProperty(
+        cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=False
+    )

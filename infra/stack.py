@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ class DeploySettings:
     bundle: bool = True  # False: functions without third-party packages; tests only, never deploy
     retention_days: int = PIPELINE.retention_days  # uploads and predictions, then deleted
     inference_reserved_concurrency: int = PIPELINE.inference_reserved_concurrency
+    api_clients: tuple[str, ...] = ()  # one API key each, in the usage plan
+    waf: bool = False  # a WAF web ACL (rate per IP, oversized bodies) in front of the API
 
     @classmethod
     def from_context(cls, scope: Construct) -> DeploySettings:
@@ -57,6 +60,8 @@ class DeploySettings:
                 "inference_reserved_concurrency",
                 default=PIPELINE.inference_reserved_concurrency,
             ),
+            api_clients=_clients(get("api_clients")),
+            waf=_flag(get("waf"), default=False),
         )
 
 
@@ -70,6 +75,23 @@ def _count(value: Any, name: str, *, default: int) -> int:
     if number < 0:
         raise ValueError(f"tessera:{name} must not be negative, got {number}")
     return number
+
+
+_CLIENT = re.compile(r"^[A-Za-z0-9-]{1,32}$")
+
+
+def _clients(value: Any) -> tuple[str, ...]:
+    """tessera:api_clients: "alice,bob" (or a JSON list from cdk.json)."""
+    if value in (None, ""):
+        return ()
+    names = value if isinstance(value, list) else str(value).split(",")
+    clients = tuple(str(name).strip() for name in names if str(name).strip())
+    bad = [name for name in clients if not _CLIENT.fullmatch(name)]
+    if bad or len(set(clients)) != len(clients):
+        raise ValueError(
+            f"tessera:api_clients must be distinct names of 1-32 letters, digits or '-': {bad}"
+        )
+    return clients
 
 
 def _positive(value: Any, name: str) -> int | None:
@@ -128,6 +150,8 @@ class TesseraStack(Stack):
             training_workflow=self.training.state_machine,
             bundle_dependencies=settings.bundle,
             reserved_concurrency=settings.inference_reserved_concurrency,
+            api_clients=settings.api_clients,
+            waf=settings.waf,
         )
         self.monitoring = Monitoring(
             self,
@@ -186,6 +210,19 @@ class TesseraStack(Stack):
             "ApiKeyId",
             value=self.serving.api_key.key_id,
             description="aws apigateway get-api-key --api-key <id> --include-value",
+        )
+        for client, key in self.serving.client_keys.items():
+            CfnOutput(
+                self,
+                f"ApiKeyId{client.replace('-', '')}",
+                value=key.key_id,
+                description=f"{client}'s API key: aws apigateway get-api-key --include-value",
+            )
+        CfnOutput(
+            self,
+            "TrainUrl",
+            value=self.serving.api.url_for_path("/train"),
+            description="POST with SigV4 (IAM): tessera train, or awscurl --service execute-api",
         )
         CfnOutput(
             self,

@@ -93,7 +93,11 @@ class Limits:
     min_cell_pixels: int = 4
     max_grid_cells: int = 20_000
     max_label_length: int = 32
-    max_api_body_bytes: int = 6 * 1024 * 1024
+    # Lambda takes a synchronous event of at most 6 MB, and API Gateway base64-encodes image
+    # bodies (4/3 larger): 4 MiB is the largest body whose event still fits, headers and all.
+    max_api_body_bytes: int = 4 * 1024 * 1024
+    # What Lambda accepts as a synchronous invocation's event (the local API enforces it too).
+    max_lambda_event_bytes: int = 6 * 1024 * 1024
     max_api_instances: int = 1_000
     max_api_image_pixels: int = 16_000_000
     max_similar_instances: int = 32

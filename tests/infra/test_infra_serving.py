@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
 
+from infra.app import build_app
 from infra.serving import TRAIN_ROUTE
 from tessera.config import PIPELINE
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import TEST_CONTEXT, Synthesized
 from tests.infra.infra_template_tools import (
     logical_id,
     render,
@@ -38,10 +41,57 @@ def test_the_api_exposes_exactly_the_configured_routes(template: Template) -> No
     assert set(_methods(template)) == {(r.method, r.path) for r in PIPELINE.routes}
 
 
-def test_every_method_requires_an_api_key(template: Template) -> None:
+def test_every_method_requires_an_api_key_and_training_requires_iam(template: Template) -> None:
     methods = _methods(template)
     assert methods
+    train = methods.pop((TRAIN_ROUTE.method, TRAIN_ROUTE.path))
+    # A client API key predicts; only a caller with AWS credentials (SigV4) may start a run.
+    assert train["AuthorizationType"] == "AWS_IAM"
+    assert train.get("ApiKeyRequired") is not True
     assert all(props["ApiKeyRequired"] is True for props in methods.values())
+    assert all(props.get("AuthorizationType", "NONE") == "NONE" for props in methods.values())
+
+
+def test_the_gateways_own_errors_answer_in_the_json_error_shape(template: Template) -> None:
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in resources(template, "AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "BAD_REQUEST_BODY"} <= set(responses)
+    for response in responses.values():
+        body = response["ResponseTemplates"]["application/json"]
+        assert body.startswith('{"error": {"code": ') and '"message": ' in body
+
+
+def test_the_body_limit_keeps_the_event_under_lambdas_payload_limit() -> None:
+    limits = PIPELINE.limits
+    # A raw image body arrives base64-encoded; headers and request context add a few KiB.
+    assert limits.max_api_body_bytes * 4 / 3 + 64 * 1024 < limits.max_lambda_event_bytes
+
+
+def test_client_keys_and_waf_come_from_context(tmp_path: Path) -> None:
+    # GIVEN a deploy naming two clients and asking for WAF
+    app, stack = build_app(
+        context={**TEST_CONTEXT, "tessera:api_clients": "alice,bob", "tessera:waf": "true"},
+        outdir=str(tmp_path),
+    )
+    app.synth()  # cdk-nag included: no unacknowledged finding with WAF on either
+    template = Template.from_stack(stack)
+    # THEN each client has its own key in the usage plan, beside the default key
+    keys = {
+        k["Properties"]["Name"] for k in resources(template, "AWS::ApiGateway::ApiKey").values()
+    }
+    assert keys == {"tessera-default", "tessera-alice", "tessera-bob"}
+    assert len(resources(template, "AWS::ApiGateway::UsagePlanKey")) == 3
+    # AND a web ACL with a rate-based rule and the body-size rule guards the stage
+    (acl,) = resources(template, "AWS::WAFv2::WebACL").values()
+    rules = {r["Name"]: r for r in acl["Properties"]["Rules"]}
+    assert rules["RatePerIp"]["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    regex = rules["BodyOverLimit"]["Statement"]["RegexMatchStatement"]["RegexString"]
+    limit = PIPELINE.limits.max_api_body_bytes
+    for length, refused in ((limit, False), (limit + 1, True), (10 * limit, True), (100, False)):
+        assert bool(re.match(regex, str(length))) is refused
+    assert len(resources(template, "AWS::WAFv2::WebACLAssociation")) == 1
 
 
 def test_post_bodies_are_validated_before_anything_runs(template: Template) -> None:

@@ -21,6 +21,7 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 Route = Callable[[dict[str, Any]], dict[str, Any]]
 # API Gateway's own payload limit; a larger request never reaches the function.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+DRAIN_AT_MOST_BYTES = 32 * 1024 * 1024
 
 
 def proxy_event(
@@ -86,10 +87,18 @@ class LocalApi:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_PAYLOAD_BYTES:
-                    self._reply(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        {"content-type": "application/json"},
-                        json.dumps({"message": "Request Too Long"}).encode(),
+                    # Read (and drop) a moderately oversized body first, so the client sees
+                    # the answer rather than a reset connection mid-upload.
+                    if length <= DRAIN_AT_MOST_BYTES:
+                        remaining = length
+                        while remaining > 0:
+                            chunk = self.rfile.read(min(remaining, 1 << 20))
+                            if not chunk:
+                                break
+                            remaining -= len(chunk)
+                    # As the deployed API's REQUEST_TOO_LARGE gateway response answers.
+                    self._gateway_error(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request_too_large", "Request Too Long"
                     )
                     self.close_connection = True
                     return
@@ -105,6 +114,16 @@ class LocalApi:
                 route = api.extra_routes.get((self.command, event["path"]))
                 if route is not None:
                     response = route(event)
+                elif len(json.dumps(event)) > PIPELINE.limits.max_lambda_event_bytes:
+                    # Lambda refuses a synchronous event over 6 MB before the handler runs; the
+                    # deployed gateway then answers its DEFAULT_5XX response.
+                    self._gateway_error(
+                        HTTPStatus.BAD_GATEWAY,
+                        "integration_failure",
+                        "the request is over Lambda's 6 MB event limit; bodies up to "
+                        f"{PIPELINE.limits.max_api_body_bytes} bytes are accepted",
+                    )
+                    return
                 else:
                     response = api.handler(event, LocalLambdaContext(function_name="inference"))
                 payload = response.get("body") or ""
@@ -117,6 +136,10 @@ class LocalApi:
                 for name, values in (response.get("multiValueHeaders") or {}).items():
                     out_headers[name] = ",".join(values)
                 self._reply(response.get("statusCode", 200), out_headers, data)
+
+            def _gateway_error(self, status: int, code: str, message: str) -> None:
+                body = json.dumps({"error": {"code": code, "message": message}}).encode()
+                self._reply(status, {"content-type": "application/json"}, body)
 
             def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
                 self.send_response(status)
