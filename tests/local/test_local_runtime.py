@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -214,3 +216,101 @@ def test_a_training_request_is_checked_before_anything_starts(
     assert (answered, reply["error"]["code"]) == (status, code)
     assert "NoneType" not in reply["error"]["message"]
     assert "execution" not in reply
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTED = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "DEPLOY.md")
+
+
+def documented_drops() -> list[str]:
+    """Every `aws ... s3 cp <local file> s3://.../incoming/...` command in README.md and
+    DEPLOY.md, continuation lines joined: what a user types to drop a sheet."""
+    commands = []
+    for document in DOCUMENTED:
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", document.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                source = line.split(" s3 cp ", 1)[1] if " s3 cp " in line else ""
+                if (
+                    line.startswith("aws ")
+                    and "/incoming/" in line
+                    and not source.startswith(("s3://", '"s3://'))
+                ):
+                    commands.append(line)
+    return commands
+
+
+def _sheet(digits: Glyphs, rows: int, cols: int, labels: list[str] | None = None) -> bytes:
+    ink = [
+        digits.ink[digits.labels == (labels[r] if labels else str((r * cols + c) % 10))][c + 40]
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    return render_sheet(np.stack(ink), cols=cols)
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+def test_every_documented_sheet_drop_works_with_the_real_aws_cli(
+    runtime: LocalRuntime, ingested: dict[str, int], tmp_path: Path, digits: Glyphs
+) -> None:
+    # GIVEN the files the documented commands name, and the commands themselves
+    commands = documented_drops()
+    assert len(commands) >= 6
+    files = {
+        "sheet-10x10.png": _sheet(digits, 10, 10, ["7"] * 10),
+        "page-5x10.png": _sheet(digits, 5, 10),
+        "holdout-2x5.png": _sheet(digits, 2, 5),
+        "sheet.png": _sheet(digits, 10, 10, [str(d) for d in range(10)]),
+        "sevens.png": _sheet(digits, 5, 8, ["7"] * 5),
+        "letters.png": _sheet(digits, 2, 5),
+        # The manifest DEPLOY.md shows, Greek letters and all.
+        "letters.labels.json": json.dumps({"grid": "2x5", "row-labels": ["α", "β"]}).encode(),  # noqa: RUF001
+    }
+    for name, body in files.items():
+        (tmp_path / name).write_bytes(body)
+    env = {
+        **os.environ,
+        **runtime.env(),
+        "BUCKET": runtime.bucket,
+        "AWS": runtime.aws_endpoint,
+    }
+    # WHEN each runs as typed (the README's local endpoint and bucket are this runtime's)
+    destinations = []
+    for command in commands:
+        typed = command.replace("http://127.0.0.1:40123", runtime.aws_endpoint).replace(
+            "s3://tessera-local/", f"s3://{runtime.bucket}/"
+        )
+        done = subprocess.run(
+            ["bash", "-c", typed], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        # THEN the CLI accepts it
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+        key = re.search(r"s3://[^/]+/(\S+?)\"?(\s|$)", typed.split(" s3 cp ", 1)[1])
+        assert key is not None
+        destinations.append(key.group(1))
+    assert runtime.wait_until_idle(timeout=120)
+    # AND every sheet was read as documented: split into a manifest, or predicted
+    s3 = runtime.client("s3")
+    manifests = {}
+    for item in s3.list_objects_v2(Bucket=runtime.bucket, Prefix="datasets/").get("Contents", []):
+        if "/sheets/" in item["Key"]:
+            body = s3.get_object(Bucket=runtime.bucket, Key=item["Key"])["Body"].read()
+            manifests[json.loads(body)["source_key"]] = item["Key"]
+    for key in destinations:
+        if key.endswith(".labels.json"):
+            continue
+        if key.startswith("incoming/train/"):
+            assert key in manifests, f"{key} was not split"
+        else:
+            # Predicted, or (before any model is trained) refused for want of one, never for
+            # how it was dropped.
+            result = s3.list_objects_v2(Bucket=runtime.bucket, Prefix=f"predictions/{key}.json")
+            if result.get("KeyCount") != 1:
+                reason_key = f"quarantine/{key}.reason.json"
+                reason = json.loads(
+                    s3.get_object(Bucket=runtime.bucket, Key=reason_key)["Body"].read()
+                )
+                assert reason["code"] == "model_not_found", f"{key}: {reason}"
+    # AND the labels from the manifest, which metadata could not carry, reached the rows
+    rows = s3.list_objects_v2(Bucket=runtime.bucket, Prefix="datasets/greek/rows/")
+    assert rows.get("KeyCount") == 10

@@ -200,3 +200,32 @@ def test_a_sheet_uploaded_again_with_corrected_labels_relabels_its_rows(
     assert len(rows) == 10
     assert sorted(row.label for row in rows) == ["3"] * 5 + ["8"] * 5
     assert all(row.label == ("3" if "/r000-" in row.source_key else "8") for row in rows)
+
+
+@pytest.mark.parametrize("manifest_first", [True, False], ids=["manifest-first", "sheet-first"])
+def test_a_sheet_and_its_labels_manifest_split_in_either_order(
+    memory_store: ObjectStore, digits: Glyphs, manifest_first: bool
+) -> None:
+    # GIVEN a sheet whose labels metadata cannot carry, and its manifest beside it
+    key = "incoming/train/greek/letters.png"
+    sheet = digits_sheet(digits, "1", 10, cols=5)
+    manifest = json.dumps({"grid": "2x5", "row-labels": ["α", "β"]}).encode()  # noqa: RUF001
+    uploads = [(key + ".labels.json", manifest), (key, sheet)]
+    if not manifest_first:
+        uploads.reverse()
+    # WHEN each upload's event is handled as it arrives
+    statuses = []
+    for uploaded, body in uploads:
+        memory_store.put(uploaded, body)
+        statuses.append(split_object(memory_store, uploaded).status)
+    # THEN the first waits (or is held as missing labels) and the second splits the sheet
+    assert statuses == (["waiting", "split"] if manifest_first else ["quarantined", "split"])
+    for tile in keys_under(memory_store, "tiles/greek/"):
+        assert vectorize_object(memory_store, tile).status == "vectorized"
+    rows = [
+        decode_row(memory_store.get(item.key).body)
+        for item in memory_store.list("datasets/greek/rows/")
+    ]
+    assert sorted(row.label for row in rows) == ["α"] * 5 + ["β"] * 5  # noqa: RUF001
+    # AND no stale quarantine record says the sheet is bad
+    assert keys_under(memory_store, "quarantine/") == []

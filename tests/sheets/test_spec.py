@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tessera.errors import InvalidInput
-from tessera.sheets.spec import sheet_id_for, sheet_spec_from
+from tessera.sheets.spec import parse_labels_manifest, sheet_id_for, sheet_spec_from
 
 
 def test_key_convention_labels_every_cell_and_the_file_name_gives_the_grid() -> None:
@@ -87,3 +89,49 @@ def test_only_the_documented_suffix_names_a_grid(name: str, grid: tuple[int, int
     spec = sheet_spec_from(f"incoming/train/digits/7/{name}", "e", {})
     # THEN only "-RxC" ending the name is read as its grid
     assert (spec.rows, spec.cols) == (grid if grid else (None, None))
+
+
+def test_labels_may_be_separated_by_spaces_as_the_aws_cli_needs() -> None:
+    # GIVEN row labels as the CLI shorthand can carry them (it splits its argument on commas)
+    spec = sheet_spec_from("incoming/train/d/p.png", "e", {"grid": "2x2", "row-labels": "a b"})
+    # THEN they read the same as comma-separated ones
+    same = sheet_spec_from("incoming/train/d/p.png", "e", {"grid": "2x2", "row-labels": "a,b"})
+    assert spec.labels == same.labels == ("a", "a", "b", "b")
+
+
+def test_a_labels_manifest_carries_what_metadata_cannot() -> None:
+    # GIVEN labels S3 metadata cannot hold (not ASCII), as a list in a manifest
+    manifest = parse_labels_manifest(
+        json.dumps({"grid": "1x3", "labels": ["中", "文", "字"], "square": True}).encode()
+    )
+    # WHEN the sheet's spec is read with it
+    spec = sheet_spec_from("incoming/train/hanzi/p.png", "e", {}, manifest)
+    # THEN every cell has its label, and the other fields apply as in metadata
+    assert spec.labels == ("中", "文", "字") and spec.square and (spec.rows, spec.cols) == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"not json", "bad_manifest"),
+        (b"[]", "bad_manifest"),
+        (b'{"colour": "red"}', "bad_manifest"),
+        (b'{"labels": [1, 2]}', "bad_manifest"),
+        (b'{"labels": ["a,b", "c"]}', "bad_label"),  # a comma in one label is not two labels
+        (b'{"label": {"x": 1}}', "bad_manifest"),
+        (b"\xff\xfe", "bad_manifest"),
+        (b'{"label": "' + b"x" * (2 << 20) + b'"}', "bad_manifest"),
+    ],
+)
+def test_a_bad_labels_manifest_is_refused_clearly(body: bytes, code: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_labels_manifest(body)
+    assert caught.value.code == code
+
+
+def test_a_field_in_both_metadata_and_manifest_is_ambiguous() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        sheet_spec_from(
+            "incoming/train/d/p.png", "e", {"label": "a"}, parse_labels_manifest(b'{"label": "b"}')
+        )
+    assert caught.value.code == "bad_metadata"

@@ -7,20 +7,36 @@ from tessera.config import PIPELINE
 from tessera.dataset import sheet_manifest_key
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image, encode_png
-from tessera.pipeline.outcome import Outcome, quarantined, too_large
+from tessera.pipeline.outcome import Outcome, quarantine_key, quarantined, too_large
 from tessera.sheets.cutting import cut_sheet
-from tessera.sheets.spec import sheet_spec_from
-from tessera.storage import ObjectStore, encode_metadata
+from tessera.sheets.spec import (
+    LABELS_MANIFEST_SUFFIX,
+    MAX_LABELS_MANIFEST_BYTES,
+    labels_manifest_key,
+    parse_labels_manifest,
+    sheet_spec_from,
+)
+from tessera.storage import ObjectMissing, ObjectStore, encode_metadata
 
 
 def split_object(store: ObjectStore, key: str) -> Outcome:
-    """Cut the sheet at `key` into tiles under tiles/<dataset>/<sheet-id>/."""
+    """Cut the sheet at `key` into tiles under tiles/<dataset>/<sheet-id>/.
+
+    A labels manifest (`<sheet>.labels.json`) may come before or after its sheet: whichever
+    arrives second splits the sheet, so the order of two uploads does not matter.
+    """
+    if key.endswith(LABELS_MANIFEST_SUFFIX):
+        sheet_key = key.removesuffix(LABELS_MANIFEST_SUFFIX)
+        if store.head(sheet_key) is None:
+            return Outcome(key, "waiting", {"sheet": sheet_key})
+        key = sheet_key
     refused = too_large(store, key)
     if refused is not None:
         return quarantined(store, key, refused, stage="split")
     sheet = store.get(key)
     try:
-        spec = sheet_spec_from(key, sheet.etag, sheet.metadata)
+        labels_manifest = _labels_manifest(store, key)
+        spec = sheet_spec_from(key, sheet.etag, sheet.metadata, labels_manifest)
         image = decode_image(sheet.body)
         cutting = cut_sheet(image, spec.rows, spec.cols, square=spec.square)
         spec = spec.with_grid(cutting.rows, cutting.cols)
@@ -45,6 +61,7 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
                 }
             ),
         )
+    _forget_quarantine(store, key, sheet.etag)
     manifest = {"source_key": key, "source_etag": sheet.etag, **cutting.manifest()}
     # Beside the dataset's rows, not under tiles/: nothing listens there and a listing of a
     # sheet's tiles stays a listing of tiles.
@@ -64,3 +81,28 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
             "manifest": manifest_key,
         },
     )
+
+
+def _labels_manifest(store: ObjectStore, sheet_key: str) -> dict[str, str] | None:
+    manifest_key = labels_manifest_key(sheet_key)
+    head = store.head(manifest_key)
+    if head is None:
+        return None
+    if head.size > MAX_LABELS_MANIFEST_BYTES:
+        raise InvalidInput(
+            "bad_manifest", f"{manifest_key} is over {MAX_LABELS_MANIFEST_BYTES} bytes"
+        )
+    try:
+        return parse_labels_manifest(store.get(manifest_key).body)
+    except ObjectMissing:
+        return None
+
+
+def _forget_quarantine(store: ObjectStore, key: str, etag: str) -> None:
+    """A sheet quarantined earlier with these very bytes (its labels manifest had not arrived
+    yet) is no longer bad: its stale reason goes. Other versions' records stay."""
+    reason_key = quarantine_key(key) + ".reason.json"
+    reason = store.get_json(reason_key)
+    if isinstance(reason, dict) and reason.get("source_etag") == etag:
+        store.delete(reason_key)
+        store.delete(quarantine_key(key))

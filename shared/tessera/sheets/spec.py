@@ -13,6 +13,7 @@ Metadata wins over the key when both say something.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, replace
 
@@ -25,6 +26,9 @@ _GRID = re.compile(r"^\s*(\d{1,4})\s*[xX]\s*(\d{1,4})\s*$")
 # Only the documented form names a grid: "-RxC" ending the file name (sheet-10x10.png). A size
 # elsewhere in a name (scan_1024x768.png, photo-3000x2000-edit.jpg) is not a grid.
 _GRID_IN_NAME = re.compile(r"(?:^|-)(\d{1,4})x(\d{1,4})$")
+_LABEL_SEPARATORS = re.compile(r"\s*,\s*|\s+")
+LABELS_MANIFEST_SUFFIX = ".labels.json"
+MAX_LABELS_MANIFEST_BYTES = 1024 * 1024
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
@@ -122,11 +126,58 @@ def check_metadata_keys(metadata: dict[str, str], known: frozenset[str]) -> dict
 
 
 def _split_labels(value: str) -> list[str]:
-    return [validate_label(part.strip()) for part in value.split(",")]
+    """Labels separated by commas or by spaces: `0,1,2` from boto3 or a JSON --metadata, and
+    `0 1 2` from the AWS CLI's shorthand, which splits its own argument on commas."""
+    return [validate_label(part) for part in _LABEL_SEPARATORS.split(value.strip())]
 
 
-def sheet_spec_from(key: str, etag: str, metadata: dict[str, str]) -> SheetSpec:
-    """Read a training sheet's spec from its key under incoming/train/ and its user metadata."""
+def labels_manifest_key(sheet_key: str) -> str:
+    """Where a sheet's labels manifest lives: beside it, `<sheet key>.labels.json`."""
+    return sheet_key + LABELS_MANIFEST_SUFFIX
+
+
+def parse_labels_manifest(data: bytes) -> dict[str, str]:
+    """A labels manifest -> the same fields metadata carries, for what metadata cannot hold:
+    labels that are not ASCII (S3 metadata is), or more than its 2 KB.
+
+        {"grid": "2x5", "row-labels": ["ア", "イ"]}      {"labels": "a b c d"}      {"label": "中"}
+    """
+    if len(data) > MAX_LABELS_MANIFEST_BYTES:
+        raise InvalidInput(
+            "bad_manifest", f"the labels manifest is over {MAX_LABELS_MANIFEST_BYTES} bytes"
+        )
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidInput("bad_manifest", "the labels manifest is not UTF-8 JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidInput("bad_manifest", "the labels manifest must be a JSON object")
+    fields: dict[str, str] = {}
+    for name, value in document.items():
+        name = str(name).lower()
+        if name not in METADATA_KEYS:
+            raise InvalidInput(
+                "bad_manifest", f"unknown field {name!r}; known fields are {sorted(METADATA_KEYS)}"
+            )
+        if name in ("labels", "row-labels") and isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                raise InvalidInput("bad_manifest", f"{name!r} must list strings")
+            # Each is checked alone first: a label holding a comma must not become two.
+            fields[name] = ",".join(validate_label(item) for item in value)
+        elif isinstance(value, bool) and name == "square":
+            fields[name] = "true" if value else "false"
+        elif isinstance(value, str):
+            fields[name] = value
+        else:
+            raise InvalidInput("bad_manifest", f"{name!r} must be a string or a list of labels")
+    return fields
+
+
+def sheet_spec_from(
+    key: str, etag: str, metadata: dict[str, str], manifest: dict[str, str] | None = None
+) -> SheetSpec:
+    """Read a training sheet's spec from its key under incoming/train/, its user metadata and
+    its labels manifest (`parse_labels_manifest`), when it has one."""
     prefix = PIPELINE.prefixes.incoming_train
     if not key.startswith(prefix):
         raise InvalidInput("bad_key", f"{key!r} is not under {prefix}")
@@ -141,6 +192,13 @@ def sheet_spec_from(key: str, etag: str, metadata: dict[str, str]) -> SheetSpec:
     filename = parts[-1]
 
     metadata = check_metadata_keys(metadata, METADATA_KEYS)
+    if manifest:
+        twice = sorted(set(metadata) & set(manifest))
+        if twice:
+            raise InvalidInput(
+                "bad_metadata", f"{twice} given in both the metadata and the labels manifest"
+            )
+        metadata = {**metadata, **manifest}
 
     grid = optional_grid_for(filename, metadata)
     rows, cols = grid if grid is not None else (None, None)
@@ -170,8 +228,9 @@ def sheet_spec_from(key: str, etag: str, metadata: dict[str, str]) -> SheetSpec:
     else:
         raise InvalidInput(
             "missing_labels",
-            "no labels: set metadata row-labels, labels or label, "
-            f"or put the sheet under {prefix}<dataset>/<label>/",
+            "no labels: set metadata row-labels, labels or label, put the sheet under "
+            f"{prefix}<dataset>/<label>/, or upload {filename}{LABELS_MANIFEST_SUFFIX} beside it "
+            "(the sheet is split when it arrives)",
         )
 
     spec = SheetSpec(
