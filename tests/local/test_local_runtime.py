@@ -285,9 +285,9 @@ def test_every_documented_sheet_drop_works_with_the_real_aws_cli(
         )
         # THEN the CLI accepts it
         assert done.returncode == 0, f"{command}\n{done.stderr}"
-        key = re.search(r"s3://[^/]+/(\S+?)\"?(\s|$)", typed.split(" s3 cp ", 1)[1])
-        assert key is not None
-        destinations.append(key.group(1))
+        found = re.search(r"s3://[^/]+/(\S+?)\"?(\s|$)", typed.split(" s3 cp ", 1)[1])
+        assert found is not None
+        destinations.append(found.group(1))
     assert runtime.wait_until_idle(timeout=120)
     # AND every sheet was read as documented: split into a manifest, or predicted
     s3 = runtime.client("s3")
