@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck synth check bench-training bench-inference bench-sheets eval-sheets clean
+.PHONY: demo test lint typecheck synth check check-deployed bench-training bench-inference bench-sheets eval-sheets clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ node_modules/.installed: package.json package-lock.json
 synth: $(STAMP) node_modules/.installed
 	bash infra/check.sh
 
-check: lint test synth
+## What `make synth` staged, run for real: the Lambda bundles under CPython 3.12, the ASL.
+check-deployed: $(STAMP) node_modules/.installed
+	$(BIN)/python -m pytest -m deployed tests/deployed
+
+check: lint test synth check-deployed
 
 bench-training: $(STAMP)
 	$(BIN)/tessera bench training

@@ -39,6 +39,11 @@ sys.exit(1 if open_findings else 0)
 PY
 fi
 
+# The training workflow as Step Functions receives it, checked by asl-validator.
+"$PYTHON" -m infra.asl cdk.out/Tessera.template.json cdk.out/training.asl.json
+npx --no-install asl-validator --json-path cdk.out/training.asl.json
+echo "asl-validator: the training state machine is valid"
+
 # W3005: CDK writes DependsOn beside the Ref/GetAtt that already implies it; harmless.
 "$CFN_LINT" --ignore-checks W3005 -- cdk.out/*.template.json
 echo "cfn-lint: $(ls cdk.out/*.template.json | wc -l) template(s) clean"
