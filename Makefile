@@ -38,6 +38,9 @@ synth: $(STAMP) node_modules/.installed
 
 ## What `make synth` staged, run for real: the Lambda bundles under CPython 3.12, the ASL.
 check-deployed: $(STAMP) node_modules/.installed
+	@# The training-image check runs as a non-root user, who needs a Python 3.11 outside /root.
+	@/usr/bin/python3.11 -c "import ensurepip, venv" 2>/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq python3.11-venv)
 	$(BIN)/python -m pytest -m deployed tests/deployed
 
 check: lint test synth check-deployed

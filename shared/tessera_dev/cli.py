@@ -12,19 +12,74 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from tessera.config import PIPELINE
+from tessera.errors import CodedError
 
 
 def _local_up(args: argparse.Namespace) -> int:
+    from tessera_dev import client
     from tessera_dev.local.runtime import LocalRuntime
 
     runtime = LocalRuntime(bucket=args.bucket, aws_port=args.aws_port, api_port=args.api_port)
     with runtime:
-        print(json.dumps(runtime.describe()), flush=True)
+        described = runtime.describe()
+        client.record_local(described)
+        print(json.dumps(described), flush=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-        with contextlib.suppress(KeyboardInterrupt):
-            stopped.wait()
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                stopped.wait()
+        finally:
+            client.LOCAL_STATE.unlink(missing_ok=True)
     return 0
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    """The client commands: the same against the local runtime and a deployed stack."""
+    from tessera_dev import client
+
+    def progress(message: str) -> None:
+        print(f"[tessera] {message}", file=sys.stderr, flush=True)
+
+    try:
+        target = client.stack_target(args.stack) if args.stack else client.local_target()
+        result: Any
+        if args.command == "drop":
+            result = {
+                "key": client.drop(
+                    target,
+                    args.sheet,
+                    dataset=args.dataset,
+                    grid=args.grid,
+                    labels=args.labels.split() if args.labels else None,
+                    row_labels=args.row_labels.split() if args.row_labels else None,
+                    label=args.label,
+                    predict=args.predict,
+                    model=args.model,
+                )
+            }
+        elif args.command == "predict":
+            result = client.predict(target, args.image, model=args.model, top_k=args.top_k)
+        elif args.command == "train":
+            result = client.train(target, datasets=args.dataset, wait=args.wait, progress=progress)
+        elif args.command == "status":
+            result = client.status(target, args.run_id)
+        elif args.command == "models":
+            result = client.models(target)
+        elif args.command == "champion":
+            result = client.set_champion(target, args.model, args.version)
+        else:
+            result = {"moved": client.redrive(target, function=args.queue)}
+    except (CodedError, ValueError) as error:
+        message = f"{error.code}: {error.message}" if isinstance(error, CodedError) else str(error)
+        print(f"tessera: {message}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str), flush=True)
+    failed = args.command == "train" and result.get("status") == "failed"
+    return 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -73,6 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--limit", type=int, default=6000, help="MNIST digits to use")
     demo.set_defaults(run=_demo)
+
+    def client_parser(name: str, about: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=about)
+        command.add_argument(
+            "--stack", help="a deployed stack's name (default: the local runtime `local up` runs)"
+        )
+        command.set_defaults(run=_client_command)
+        return command
+
+    drop = client_parser("drop", "drop a sheet with its labels (a manifest when metadata cannot)")
+    drop.add_argument("sheet", type=Path)
+    drop.add_argument("--dataset", default=PIPELINE.default_dataset)
+    drop.add_argument("--grid", help="ROWSxCOLS; default: from the file name or the page")
+    drop.add_argument("--labels", help='one label per cell, separated by spaces: "a b c d"')
+    drop.add_argument("--row-labels", help='one label per row: "0 1 2 3"')
+    drop.add_argument("--label", help="one label for every cell")
+    drop.add_argument("--predict", action="store_true", help="for batch predictions instead")
+    drop.add_argument("--model", help="with --predict: the model (default: the default one)")
+    predict = client_parser("predict", "predict one image of one symbol")
+    predict.add_argument("image", type=Path)
+    predict.add_argument("--model")
+    predict.add_argument("--top-k", type=int, default=3)
+    train = client_parser("train", "start training; --wait follows it to its end")
+    train.add_argument("--dataset", action="append", default=[], required=True)
+    train.add_argument("--wait", action="store_true")
+    status = client_parser("status", "a training run's status")
+    status.add_argument("run_id")
+    client_parser("models", "models, versions, metrics and champions")
+    champion = client_parser("champion", "set a model's champion (roll back or forward)")
+    champion.add_argument("model")
+    champion.add_argument("version")
+    redrive = client_parser("redrive", "move dead-lettered messages back to their queues")
+    redrive.add_argument("--queue", help="split, vectorize or batch_predict (default: all)")
 
     for name, about in (
         ("bench", "measure: tessera bench training|inference|sheets [options]"),
