@@ -39,6 +39,10 @@ sys.exit(1 if open_findings else 0)
 PY
 fi
 
+# The training image's Dockerfile, linted (hadolint ships inside its PyPI wheel).
+"$(dirname "$PYTHON")/hadolint" training/Dockerfile
+echo "hadolint: training/Dockerfile clean"
+
 # The training workflow as Step Functions receives it, checked by asl-validator.
 "$PYTHON" -m infra.asl cdk.out/Tessera.template.json cdk.out/training.asl.json
 npx --no-install asl-validator --json-path cdk.out/training.asl.json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -251,3 +252,14 @@ def test_the_s3_endpoint_admits_only_this_bucket_and_ecr_layers(synthesized: Syn
         f"<{bucket}.Arn>/*",
         "arn:<AWS::Partition>:s3:::prod-<AWS::Region>-starport-layer-bucket/*",
     }
+
+
+def test_the_training_base_image_is_pinned_by_digest() -> None:
+    (base,) = [
+        line.split()[1]
+        for line in (REPO_ROOT / TRAINING_DOCKERFILE).read_text().splitlines()
+        if line.startswith("FROM ")
+    ]
+    name, _, digest = base.partition("@")
+    assert name == "python:3.11-slim"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
