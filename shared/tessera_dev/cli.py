@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as BotoClientError
+
 from tessera.config import PIPELINE
 from tessera.errors import CodedError
 
@@ -73,7 +76,7 @@ def _client_command(args: argparse.Namespace) -> int:
             result = client.set_champion(target, args.model, args.version)
         else:
             result = {"moved": client.redrive(target, function=args.queue)}
-    except (CodedError, ValueError) as error:
+    except (CodedError, ValueError, BotoCoreError, BotoClientError) as error:
         message = f"{error.code}: {error.message}" if isinstance(error, CodedError) else str(error)
         print(f"tessera: {message}", file=sys.stderr)
         return 1

@@ -61,7 +61,16 @@ class Target:
         return self.aws_endpoint is not None
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=self.region, endpoint_url=self.aws_endpoint)
+        if self.local:
+            # moto takes any credentials; a newcomer's shell need not have AWS ones at all.
+            return boto3.client(
+                service,
+                region_name=self.region,
+                endpoint_url=self.aws_endpoint,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+        return boto3.client(service, region_name=self.region)
 
     def store(self) -> S3ObjectStore:
         return S3ObjectStore(bucket=self.bucket, client=self.client("s3"))
