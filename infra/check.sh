@@ -39,6 +39,30 @@ sys.exit(1 if open_findings else 0)
 PY
 fi
 
+# An independent scanner: checkov on the template, in a venv of its own (its dependencies are
+# not the app's). Every skip carries its reason beside the resource (infra/checkov.py).
+CHECKOV_VENV=build/checkov-venv-3.3.30
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  rm -rf "$CHECKOV_VENV"
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
+fi
+"$CHECKOV_VENV/bin/checkov" -f cdk.out/Tessera.template.json --framework cloudformation \
+  --quiet --compact --skip-download -o json > cdk.out/checkov.json 2> cdk.out/checkov.log || true
+"$PYTHON" - cdk.out/checkov.json <<'PY'
+import json
+import sys
+
+report = json.load(open(sys.argv[1]))
+report = report[0] if isinstance(report, list) else report
+summary = report["summary"]
+for finding in report.get("results", {}).get("failed_checks", []):
+    print("checkov:", finding["check_id"], finding["resource"], finding["check_name"], file=sys.stderr)
+print(f"checkov: {summary['passed']} passed, {summary['failed']} failed, "
+      f"{summary['skipped']} skipped with a reason")
+sys.exit(1 if summary["failed"] or summary["parsing_errors"] else 0)
+PY
+
 # The training image's Dockerfile, linted (hadolint ships inside its PyPI wheel).
 "$(dirname "$PYTHON")/hadolint" training/Dockerfile
 echo "hadolint: training/Dockerfile clean"

@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, Annotations, CfnOutput, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, Aspects, CfnOutput, Stack, Validations
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.access import grant_prefixes
+from infra.checkov import CheckovJustifications
 from infra.ingest import Ingest
 from infra.monitoring import Monitoring
 from infra.serving import Serving
@@ -197,6 +198,7 @@ class TesseraStack(Stack):
             grant_prefixes(bucket=bucket, grantee=role, acknowledge_on=role, read=read, write=write)
 
         self._acknowledge_cdk_internals()
+        Aspects.of(self).add(CheckovJustifications())
 
         CfnOutput(
             self,

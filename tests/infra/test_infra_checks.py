@@ -1,4 +1,5 @@
-"""cdk-nag (AwsSolutions) leaves nothing unacknowledged, and the template passes cfn-lint."""
+"""cdk-nag (AwsSolutions) leaves nothing unacknowledged, checkov skips carry reasons, and the
+template passes cfn-lint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aws_cdk import Validations
 from cfnlint.api import ManualArgs, lint_file
 
 from tests.infra.conftest import Synthesized
+from tests.infra.infra_template_tools import logical_id as logical_id_of
 
 # CDK adds explicit DependsOn next to the GetAtt/Ref that already implies them; harmless.
 CFN_LINT_IGNORED = ["W3005"]
@@ -57,3 +59,22 @@ def test_the_synthesized_template_passes_cfn_lint(synthesized: Synthesized) -> N
     template = Path(synthesized.outdir / "Tessera.template.json")
     matches = lint_file(template, config=ManualArgs(ignore_checks=CFN_LINT_IGNORED))
     assert [str(m) for m in matches] == []
+
+
+def test_every_checkov_skip_carries_its_reason(synthesized: Synthesized) -> None:
+    # GIVEN the checkov skips the template carries beside its resources
+    template = synthesized.template.to_json()
+    skips = {
+        logical_id: resource["Metadata"]["checkov"]["skip"]
+        for logical_id, resource in template["Resources"].items()
+        if "checkov" in resource.get("Metadata", {})
+    }
+    assert skips
+    # THEN each names a check and says why it does not apply
+    for entries in skips.values():
+        for entry in entries:
+            assert entry["id"].startswith("CKV_") and len(entry["comment"]) > 40
+    # AND the API's function, which has reserved concurrency, needs no concurrency skip
+    inference = logical_id_of(synthesized.stack.serving.inference.function)
+    assert "CKV_AWS_115" not in {entry["id"] for entry in skips[inference]}
+    assert "CKV_AWS_116" in {entry["id"] for entry in skips[inference]}
