@@ -15,6 +15,7 @@ from training.errors import TrainingError
 from training.export import keras_to_onnx, sklearn_to_onnx
 from training.families import fit_family
 from training.families.base import FitOptions, FittedModel
+from training.families.transfer import TransferModel, transfer_to_onnx
 from training.progress import log
 
 PARITY_TOLERANCE = 1e-4
@@ -47,6 +48,8 @@ def accuracy_of(
 def export(model: FittedModel) -> bytes:
     if model.family == "mlp":
         return sklearn_to_onnx(model.native, classes=model.classes)
+    if isinstance(model.native, TransferModel):
+        return transfer_to_onnx(model.native)
     return keras_to_onnx(model.native, classes=model.classes, family=model.family)
 
 

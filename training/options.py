@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.config import Env
-from training.families import FAMILIES
+from training.families import FAMILIES, TRANSFER
 
 ENTRY_POINT_HELP = """The training job: the same command runs in the container and locally.
 
@@ -30,6 +30,7 @@ class TrainOptions:
     mnist_download: Path | None = None
     mnist_limit: int | None = None
     model_name: str | None = None
+    base_model: str | None = None
     run_id: str | None = None
     family: str = "mlp"
     search: str = "none"
@@ -72,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     )
     source.add_argument("--mnist-limit", type=int, help="use this many MNIST training rows")
     parser.add_argument("--model-name", help="registry name (default: the first dataset)")
+    parser.add_argument(
+        "--base-model",
+        default=env(Env.BASE_MODEL),
+        help="transfer from this model's champion (--family transfer, or all)",
+    )
     parser.add_argument("--bucket", default=env(Env.BUCKET))
     parser.add_argument(
         "--run-id", default=env(Env.RUN_ID), help="status under runs/<id>/ (default: new)"
@@ -79,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument(
         "--family",
         default=env(Env.FAMILY, "mlp"),
-        choices=[*FAMILIES, "all"],
+        choices=[*FAMILIES, TRANSFER, "all"],
     )
     parser.add_argument(
         "--search",

@@ -29,8 +29,10 @@ from tessera.storage import ObjectStore
 from tessera.storage.s3 import S3ObjectStore
 from training.candidates import Candidate, accuracy_of, train_family
 from training.data import download_mnist, load_training_data
-from training.families import FAMILIES
+from training.errors import TrainingError
+from training.families import FAMILIES, TRANSFER
 from training.families.base import FitOptions
+from training.families.transfer import check_no_leakage, load_base_model
 from training.holdout import evaluation_fingerprint, held_out
 from training.options import TrainOptions, parse_args
 from training.progress import log
@@ -71,14 +73,27 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
     train, test = held_out(
         data, test_size=options.test_size, seed=options.seed, search=options.search != "none"
     )
+    base = None
+    if options.base_model:
+        if options.family not in (TRANSFER, "all"):
+            raise TrainingError(
+                "invalid_argument", "--base-model goes with --family transfer or --family all"
+            )
+        base = load_base_model(store, options.base_model)
+        check_no_leakage(base, test.sources)
+    elif options.family == TRANSFER:
+        raise TrainingError("base_model_required", "--family transfer needs --base-model NAME")
     fit_options = FitOptions(
         seed=options.seed,
         epochs=options.epochs,
         search=options.search,
         search_rows=options.search_rows,
         jobs=options.jobs,
+        base=base,
     )
     families = list(FAMILIES) if options.family == "all" else [options.family]
+    if options.family == "all" and base is not None:
+        families.append(TRANSFER)
     evaluation = {
         "sources": data.sources,
         "fingerprint": data.train.fingerprint,

@@ -5,7 +5,9 @@
 - `dense`: Keras Dense 128 relu, Dense 32 relu, Dense N softmax (Adam, sparse cross-entropy);
 - `cnn`: Keras Conv2D(30, 3x3), MaxPooling, Dropout(0.25), Dense, softmax (RMSprop, one-hot);
 - `cnn-strong`: two batch-normalized conv blocks, for MNIST's 99.3% goal, fitted on randomly
-  shifted, rotated and zoomed digits so it also reads cells cut from real sheets.
+  shifted, rotated and zoomed digits so it also reads cells cut from real sheets;
+- `transfer`: a new head on a champion's embedding (`--base-model`), for new symbols from a few
+  examples.
 
 Every family returns a `FittedModel`: native probabilities and embedding, per-epoch curves,
 the best epoch (the one kept), the hyper-parameters used, and the search table when one ran.
@@ -17,10 +19,12 @@ from training.errors import TrainingError
 from training.families.base import CV_FOLDS, FitOptions, FittedModel, Floats, Labels, SearchReport
 from training.families.keras import KERAS_RECIPES, fit_keras
 from training.families.mlp import MLP_DEFAULTS, fit_mlp, search_mlp
+from training.families.transfer import fit_transfer
 
 __all__ = [
     "CV_FOLDS",
     "FAMILIES",
+    "TRANSFER",
     "FitOptions",
     "FittedModel",
     "SearchReport",
@@ -28,6 +32,8 @@ __all__ = [
 ]
 
 FAMILIES = ("mlp", "dense", "cnn", "cnn-strong")
+# Trains on a champion's features (--base-model); in `all` when a base model is given.
+TRANSFER = "transfer"
 
 
 def fit_family(family: str, x: Floats, y: Labels, options: FitOptions) -> FittedModel:
@@ -42,4 +48,6 @@ def fit_family(family: str, x: Floats, y: Labels, options: FitOptions) -> Fitted
         return model
     if family in KERAS_RECIPES:
         return fit_keras(family, x, y, options)
+    if family == TRANSFER:
+        return fit_transfer(x, y, options)
     raise TrainingError("unknown_family", f"{family!r} is not one of {', '.join(FAMILIES)}")

@@ -33,6 +33,7 @@ class FitOptions:
     search_rows: int = 10_000
     jobs: int = 2
     patience: int | None = None
+    base: Any = None  # transfer: the champion to transfer from (families.transfer.BaseModel)
 
 
 @dataclass
