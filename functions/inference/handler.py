@@ -11,6 +11,7 @@ The API is described in docs/openapi.yaml; every client mistake is a 4xx with a 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from http import HTTPStatus
@@ -40,9 +41,15 @@ logger = Logger(service="inference")
 app = APIGatewayRestResolver()
 # Model names come from callers: keep a bounded number of registries (and their sessions).
 MAX_CACHED_MODELS = 8
-_caches: OrderedDict[str, ModelCache] = OrderedDict()
+# Keyed by where a model is read from (bucket, endpoint) and its name: a process that outlives
+# its endpoint (the local runtime restarted in one process) never serves from a stale one.
+_caches: OrderedDict[tuple[str, str, str], ModelCache] = OrderedDict()
 _caches_lock = threading.Lock()
-_catalog: list[ModelCatalog] = []
+_catalog: dict[tuple[str, str], ModelCatalog] = {}
+
+
+def _origin() -> tuple[str, str]:
+    return FunctionSettings.from_env().bucket, os.environ.get("AWS_ENDPOINT_URL", "")
 _STATUS_BY_CODE = {
     "body_too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     "unsupported_media_type": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -103,30 +110,31 @@ def _internal_error(error: Exception) -> Response[str]:
 
 def cache_for(name: str) -> ModelCache:
     # Lambda runs one request at a time, the local API one per thread: guard the LRU for both.
+    key = (*_origin(), name)
     with _caches_lock:
-        cache = _caches.get(name)
+        cache = _caches.get(key)
         if cache is None:
             settings = FunctionSettings.from_env()
             registry = ModelRegistry(S3ObjectStore(bucket=settings.bucket), name)
             cache = ModelCache(registry=registry, ttl_seconds=settings.champion_ttl_seconds)
-            _caches[name] = cache
+            _caches[key] = cache
             while len(_caches) > MAX_CACHED_MODELS:
                 _caches.popitem(last=False)
         else:
-            _caches.move_to_end(name)
+            _caches.move_to_end(key)
         return cache
 
 
 def catalog() -> ModelCatalog:
-    if not _catalog:
-        settings = FunctionSettings.from_env()
-        _catalog.append(
-            ModelCatalog(
+    origin = _origin()
+    with _caches_lock:
+        if origin not in _catalog:
+            settings = FunctionSettings.from_env()
+            _catalog[origin] = ModelCatalog(
                 store=S3ObjectStore(bucket=settings.bucket),
                 ttl_seconds=settings.champion_ttl_seconds,
             )
-        )
-    return _catalog[0]
+        return _catalog[origin]
 
 
 def _parse(options: frozenset[str], default_k: int, max_instances: int | None = None) -> ApiRequest:

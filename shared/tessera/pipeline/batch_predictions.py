@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from typing import Any
 
 import numpy as np
@@ -31,13 +32,14 @@ from tessera.sheets.cutting import cut_sheet
 from tessera.sheets.spec import check_metadata_keys, optional_grid_for, square_from
 from tessera.storage import ObjectStore
 
-_caches: dict[tuple[str, str], ModelCache] = {}
+# By bucket, endpoint and model: never a cache bound to an endpoint that has gone.
+_caches: dict[tuple[str, str, str], ModelCache] = {}
 _KNOWN_METADATA = frozenset({"grid", "square"})
 CSV_FIELDS = ["row", "col", "empty", "label", "confidence"]
 
 
 def _cache(store: ObjectStore, name: str) -> ModelCache:
-    key = (store.bucket, name)
+    key = (store.bucket, os.environ.get("AWS_ENDPOINT_URL", ""), name)
     if key not in _caches:
         _caches[key] = ModelCache(
             registry=ModelRegistry(store, name), ttl_seconds=PIPELINE.champion_ttl_seconds
