@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
@@ -315,47 +316,26 @@ class Serving(Construct):
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             visibility_config=_visibility("tessera-api"),
             custom_response_bodies={
-                "tooLarge": wafv2.CfnWebACL.CustomResponseBodyProperty(
-                    content_type="APPLICATION_JSON",
-                    content=json.dumps(
-                        {"error": {"code": "body_too_large", "message": f"over {limit} bytes"}}
-                    ),
-                ),
-                "throttled": wafv2.CfnWebACL.CustomResponseBodyProperty(
-                    content_type="APPLICATION_JSON",
-                    content=json.dumps(
-                        {"error": {"code": "throttled", "message": "too many requests"}}
-                    ),
-                ),
+                "tooLarge": _json_body("body_too_large", f"over {limit} bytes"),
+                "throttled": _json_body("throttled", "too many requests"),
             },
             rules=[
-                wafv2.CfnWebACL.RuleProperty(
-                    name="RatePerIp",
+                _blocking_rule(
+                    "RatePerIp",
                     priority=0,
-                    action=wafv2.CfnWebACL.RuleActionProperty(
-                        block=wafv2.CfnWebACL.BlockActionProperty(
-                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-                                response_code=429, custom_response_body_key="throttled"
-                            )
-                        )
-                    ),
+                    status=429,
+                    body="throttled",
                     statement=wafv2.CfnWebACL.StatementProperty(
                         rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
                             limit=WAF_REQUESTS_PER_5_MINUTES_PER_IP, aggregate_key_type="IP"
                         )
                     ),
-                    visibility_config=_visibility("tessera-rate-per-ip"),
                 ),
-                wafv2.CfnWebACL.RuleProperty(
-                    name="BodyOverLimit",
+                _blocking_rule(
+                    "BodyOverLimit",
                     priority=1,
-                    action=wafv2.CfnWebACL.RuleActionProperty(
-                        block=wafv2.CfnWebACL.BlockActionProperty(
-                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-                                response_code=413, custom_response_body_key="tooLarge"
-                            )
-                        )
-                    ),
+                    status=413,
+                    body="tooLarge",
                     statement=wafv2.CfnWebACL.StatementProperty(
                         regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
                             regex_string=numbers_over(limit),
@@ -367,7 +347,6 @@ class Serving(Construct):
                             ],
                         )
                     ),
-                    visibility_config=_visibility("tessera-body-over-limit"),
                 ),
             ],
         )
@@ -394,6 +373,32 @@ def numbers_over(limit: int) -> str:
         alternatives.append(digits[:position] + higher + (f"[0-9]{{{rest}}}" if rest else ""))
     alternatives.append(f"[1-9][0-9]{{{len(digits)},}}")
     return "^(" + "|".join(alternatives) + ")$"
+
+
+def _json_body(code: str, message: str) -> wafv2.CfnWebACL.CustomResponseBodyProperty:
+    """WAF's refusals in the API's JSON error shape."""
+    return wafv2.CfnWebACL.CustomResponseBodyProperty(
+        content_type="APPLICATION_JSON",
+        content=json.dumps({"error": {"code": code, "message": message}}),
+    )
+
+
+def _blocking_rule(
+    name: str, *, priority: int, status: int, body: str, statement: Any
+) -> wafv2.CfnWebACL.RuleProperty:
+    return wafv2.CfnWebACL.RuleProperty(
+        name=name,
+        priority=priority,
+        action=wafv2.CfnWebACL.RuleActionProperty(
+            block=wafv2.CfnWebACL.BlockActionProperty(
+                custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                    response_code=status, custom_response_body_key=body
+                )
+            )
+        ),
+        statement=statement,
+        visibility_config=_visibility(f"tessera-{name}"),
+    )
 
 
 def _visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:

@@ -50,6 +50,8 @@ _catalog: dict[tuple[str, str], ModelCatalog] = {}
 
 def _origin() -> tuple[str, str]:
     return FunctionSettings.from_env().bucket, os.environ.get("AWS_ENDPOINT_URL", "")
+
+
 _STATUS_BY_CODE = {
     "body_too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     "unsupported_media_type": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,

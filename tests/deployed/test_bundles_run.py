@@ -19,12 +19,12 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tessera.registry import ModelRegistry
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.samples import sklearn_digits
 from tests.conftest import digits_sheet, sqs_event_for
+from tests.deployed.conftest import moto_server
 from tests.serving.conftest import MODEL, VERSION, put_version
 from tests.serving.model_builder import mlp_to_onnx, train_digits
 
@@ -112,11 +112,7 @@ def assets() -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address[:2]  # type: ignore[union-attr]
-    endpoint = f"http://{host!s}:{port}"
-    with pytest.MonkeyPatch.context() as patch:
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as patch:
         for name, value in ENV.items():
             patch.setenv(name, value)
         patch.setenv("AWS_ENDPOINT_URL", endpoint)
@@ -127,7 +123,6 @@ def moto_endpoint() -> Iterator[str]:
         put_version(registry, VERSION, trained, model=mlp_to_onnx(trained.mlp, trained.classes))
         registry.promote(VERSION, accuracy=0.9, evaluation={})
         yield endpoint
-    server.stop()
 
 
 ENV = {

@@ -17,15 +17,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tessera.dataset import Row, write_row
 from tessera.imaging.normalize import normalize_tile, to_vector
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.samples import sklearn_digits
+from tests.deployed.conftest import CREDENTIALS, moto_server, s3_client
 
 pytestmark = [pytest.mark.deployed, pytest.mark.slow]
 
@@ -106,29 +105,20 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bucket_with_rows() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address[:2]  # type: ignore[union-attr]
-    endpoint = f"http://{host!s}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    store = S3ObjectStore(bucket=BUCKET, client=client)
-    digits = sklearn_digits()
-    # 40 rows per class: enough for the stratified split and the CV folds.
-    for label in [str(d) for d in range(10)]:
-        for index, ink in enumerate(digits.ink[digits.labels == label][:40]):
-            normalized = normalize_tile((1.0 - np.kron(ink, np.ones((4, 4)))).astype(np.float32))
-            assert normalized is not None
-            key = f"tiles/digits/s{label}/r{index // 10:03d}-c{index % 10:03d}.png"
-            write_row(store, Row(to_vector(normalized), label, key, f"e{label}{index}"))
-    yield endpoint
-    server.stop()
+    with moto_server() as endpoint:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        store = S3ObjectStore(bucket=BUCKET, client=client)
+        digits = sklearn_digits()
+        # 40 rows per class: enough for the stratified split and the CV folds.
+        for label in [str(d) for d in range(10)]:
+            for index, ink in enumerate(digits.ink[digits.labels == label][:40]):
+                tile = (1.0 - np.kron(ink, np.ones((4, 4)))).astype(np.float32)
+                normalized = normalize_tile(tile)
+                assert normalized is not None
+                key = f"tiles/digits/s{label}/r{index // 10:03d}-c{index % 10:03d}.png"
+                write_row(store, Row(to_vector(normalized), label, key, f"e{label}{index}"))
+        yield endpoint
 
 
 def test_the_entry_point_trains_and_exports_every_family_as_the_container_would(
@@ -144,9 +134,7 @@ def test_the_entry_point_trains_and_exports_every_family_as_the_container_would(
         "HOME": str(home),
         "PATH": f"{image / '.venv' / 'bin'}:/usr/bin:/bin",
         "AWS_ENDPOINT_URL": bucket_with_rows,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **CREDENTIALS,
         "TESSERA_BUCKET": BUCKET,
         "TESSERA_RUN_ID": "image-run",
     }
@@ -187,13 +175,7 @@ def test_the_entry_point_trains_and_exports_every_family_as_the_container_would(
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["status"] == "succeeded"
     assert {f["family"] for f in result["families"]} == {"mlp", "dense", "cnn", "cnn-strong"}
-    client = boto3.client(
-        "s3",
-        endpoint_url=bucket_with_rows,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(bucket_with_rows)
     status = json.loads(
         client.get_object(Bucket=BUCKET, Key="runs/image-run/status.json")["Body"].read()
     )
