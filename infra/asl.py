@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,46 @@ PSEUDO_PARAMETERS = {
 }
 
 
-def _render(value: Any) -> str:
+def render(
+    value: Any,
+    *,
+    ref: Callable[[str], str],
+    get_att: Callable[[str, str], str],
+) -> str:
+    """A CloudFormation string built of Fn::Join, Ref and Fn::GetAtt, as text: `ref` and
+    `get_att` say what a reference becomes (placeholders of the right shape, or readable tags)."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and len(value) == 1:
         ((function, argument),) = value.items()
         if function == "Fn::Join":
             separator, parts = argument
-            return str(separator).join(_render(part) for part in parts)
+            return str(separator).join(render(p, ref=ref, get_att=get_att) for p in parts)
         if function == "Ref":
-            return PSEUDO_PARAMETERS.get(argument, f"placeholder-{argument}")
+            return ref(str(argument))
         if function == "Fn::GetAtt":
-            return f"arn:aws:placeholder:us-east-1:123456789012:{argument[0]}/{argument[1]}"
+            return get_att(str(argument[0]), str(argument[1]))
     raise ValueError(f"cannot render {json.dumps(value)[:200]}")
+
+
+def _placeholder_ref(name: str) -> str:
+    return PSEUDO_PARAMETERS.get(name, f"placeholder-{name}")
+
+
+def _placeholder_get_att(resource: str, attribute: str) -> str:
+    return f"arn:aws:placeholder:us-east-1:123456789012:{resource}/{attribute}"
 
 
 def state_machine_definitions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Logical id -> the rendered definition of every state machine in a template."""
     return {
-        logical_id: json.loads(_render(resource["Properties"]["DefinitionString"]))
+        logical_id: json.loads(
+            render(
+                resource["Properties"]["DefinitionString"],
+                ref=_placeholder_ref,
+                get_att=_placeholder_get_att,
+            )
+        )
         for logical_id, resource in template["Resources"].items()
         if resource["Type"] == "AWS::StepFunctions::StateMachine"
     }

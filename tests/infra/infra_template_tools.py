@@ -7,21 +7,18 @@ from typing import Any
 
 from aws_cdk.assertions import Template
 
+from infra import asl
+
 
 def render(value: Any) -> str:
-    """An intrinsic as text: Fn::Join joined, GetAtt as <Id.Attr>, Ref as <Id>."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and len(value) == 1:
-        ((function, argument),) = value.items()
-        if function == "Fn::Join":
-            separator, parts = argument
-            return str(separator).join(render(part) for part in parts)
-        if function == "Fn::GetAtt":
-            return f"<{argument[0]}.{argument[1]}>"
-        if function == "Ref":
-            return f"<{argument}>"
-    return json.dumps(value, sort_keys=True)
+    """An intrinsic as text: Fn::Join joined, GetAtt as <Id.Attr>, Ref as <Id>; anything else
+    (a plain value, another intrinsic) as its JSON."""
+    try:
+        return asl.render(
+            value, ref=lambda name: f"<{name}>", get_att=lambda res, att: f"<{res}.{att}>"
+        )
+    except ValueError:
+        return json.dumps(value, sort_keys=True)
 
 
 def as_list(value: Any) -> list[Any]:
