@@ -314,3 +314,38 @@ def test_every_documented_sheet_drop_works_with_the_real_aws_cli(
     # AND the labels from the manifest, which metadata could not carry, reached the rows
     rows = s3.list_objects_v2(Bucket=runtime.bucket, Prefix="datasets/greek/rows/")
     assert rows.get("KeyCount") == 10
+
+
+def test_a_poison_message_ends_in_its_dlq_and_the_pump_goes_on(
+    runtime: LocalRuntime, ingested: dict[str, int], digits: Glyphs
+) -> None:
+    # GIVEN a message that makes the split handler raise every time, then a good sheet
+    sqs = runtime.client("sqs")
+    (split,) = [queue for queue in runtime.queues if queue.spec.function == "split"]
+    poison = "this is not an S3 event notification"
+    sqs.send_message(QueueUrl=split.url, MessageBody=poison)
+    s3 = runtime.client("s3")
+    key = "incoming/train/digits/2/after-poison-1x10.png"
+    s3.put_object(Bucket=runtime.bucket, Key=key, Body=digits_sheet(digits, "2", 10, offset=150))
+
+    def dead_lettered() -> list[str]:
+        found = sqs.receive_message(QueueUrl=split.dlq_url, VisibilityTimeout=0)
+        return [message["Body"] for message in found.get("Messages", [])]
+
+    # WHEN the pump has received the poison max_receive_count times
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not dead_lettered():
+        time.sleep(1)
+    # THEN the poison waits in the DLQ, alone, and the good sheet was split meanwhile
+    assert dead_lettered() == [poison]
+    assert runtime.wait_until_idle(timeout=60)
+    manifests = s3.list_objects_v2(Bucket=runtime.bucket, Prefix="datasets/digits/sheets/")
+    sources = {
+        json.loads(s3.get_object(Bucket=runtime.bucket, Key=item["Key"])["Body"].read())[
+            "source_key"
+        ]
+        for item in manifests.get("Contents", [])
+    }
+    assert key in sources
+    assert all(pump.is_alive() for pump in runtime.pumps)
+    sqs.purge_queue(QueueUrl=split.dlq_url)
