@@ -90,7 +90,7 @@ def local_target(path: Path | None = None) -> Target:
         api_url=described["api_url"].rstrip("/") + "/",
         region=described["region"],
         aws_endpoint=described["aws_endpoint"],
-        queues=described.get("queue_urls", {}),
+        queues=described.get("queues", {}),
     )
 
 

@@ -196,6 +196,21 @@ def _options(options: dict[str, Any], allowed: frozenset[str]) -> tuple[str | No
     return model, version
 
 
+def json_object(data: bytes | str, *, example: str = "") -> dict[str, Any]:
+    """A request body that must be a JSON object, or the client error saying why it is not."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers too long to convert;
+        # RecursionError, nesting deeper than the decoder goes.
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        raise InvalidInput("invalid_json", f"the body is not valid JSON: {reason}") from None
+    if not isinstance(document, dict):
+        hint = f", e.g. {example}" if example else ""
+        raise InvalidInput("bad_request", f"the body must be a JSON object{hint}")
+    return document
+
+
 def parse_request(
     *,
     body: str | None,
@@ -242,14 +257,7 @@ def parse_request(
         )
     if not data.strip():
         raise InvalidInput("bad_request", "the body is empty; send JSON or a PNG/JPEG image")
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        # ValueError covers JSONDecodeError, bad UTF-8 and integers too long to convert.
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
-        raise InvalidInput("invalid_json", f"the body is not valid JSON: {reason}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("bad_request", "the body must be a JSON object")
+    document = json_object(data)
     body_options = {
         name: value
         for name, value in document.items()
@@ -285,15 +293,7 @@ def parse_train_request(body: str | None) -> list[str]:
         )
     if not raw.strip():
         return [PIPELINE.default_dataset]
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as error:
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else "too deeply nested"
-        raise InvalidInput("invalid_json", f"the body is not valid JSON: {reason}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput(
-            "bad_request", 'the body must be a JSON object, e.g. {"dataset": "digits"}'
-        )
+    document = json_object(raw, example='{"dataset": "digits"}')
     unknown = sorted(set(document) - {"dataset", "datasets"})
     if unknown:
         raise InvalidInput(

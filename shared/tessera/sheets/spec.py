@@ -2,8 +2,9 @@
 
 Two ways to say it, so both `aws s3 cp --metadata` users and people dragging files into the S3
 console are served:
-- S3 user metadata: `grid=10x10`, `row-labels=0,1,...,9` or `labels=<one per cell>` or
-  `label=7`, `square=true|false`.
+- S3 user metadata: `grid=10x10`, `row-labels=0 1 ... 9` (spaces or commas) or
+  `labels=<one per cell>` or `label=7`, `square=true|false`; what metadata cannot carry
+  (non-ASCII labels, over 2 KB) in a labels manifest `<sheet key>.labels.json` beside it.
 - The key: `incoming/train/<dataset>/<label>/<name>.png` labels every cell, and a grid ending
   the file name (`sheet-10x10.png`) needs no metadata.
 A sheet that names no grid has it found on the page (ruled lines or gaps between symbols).

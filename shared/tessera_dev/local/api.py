@@ -58,6 +58,18 @@ def proxy_event(
     }
 
 
+# An event's headers and request context are a few KiB; below this body size it cannot be over.
+_EVENT_OVERHEAD_BOUND = 256 * 1024
+
+
+def _over_lambda_event_limit(event: dict[str, Any]) -> bool:
+    """Whether Lambda would refuse the event; serialized only when its body comes near."""
+    limit = PIPELINE.limits.max_lambda_event_bytes
+    if len(event["body"]) < limit - _EVENT_OVERHEAD_BOUND:
+        return False
+    return len(json.dumps(event)) > limit
+
+
 class _Server(ThreadingHTTPServer):
     # listen()'s backlog: the default of 5 resets connections when dozens of clients connect
     # at once, which API Gateway never does. A class attribute: listen() runs in __init__.
@@ -114,7 +126,7 @@ class LocalApi:
                 route = api.extra_routes.get((self.command, event["path"]))
                 if route is not None:
                     response = route(event)
-                elif len(json.dumps(event)) > PIPELINE.limits.max_lambda_event_bytes:
+                elif _over_lambda_event_limit(event):
                     # Lambda refuses a synchronous event over 6 MB before the handler runs; the
                     # deployed gateway then answers its DEFAULT_5XX response.
                     self._gateway_error(

@@ -130,10 +130,7 @@ class LocalRuntime:
             "bucket": self.bucket,
             "api_url": self.api_url,
             "region": REGION,
-            "queues": {q.spec.function: q.url for q in self.queues},
-            "queue_urls": {
-                q.spec.function: {"queue": q.url, "dlq": q.dlq_url} for q in self.queues
-            },
+            "queues": {q.spec.function: {"queue": q.url, "dlq": q.dlq_url} for q in self.queues},
         }
 
     def queue_depths(self) -> dict[str, int]:
