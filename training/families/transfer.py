@@ -16,7 +16,7 @@ import contextlib
 import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,14 +43,19 @@ _BATCH = 4096
 
 @dataclass(frozen=True)
 class BaseModel:
-    """A champion to transfer from: its name, version, ONNX bytes and the tile keys it was
-    trained on (from its embeddings.npz, for the leakage check)."""
+    """A champion to transfer from: its name, version, ONNX bytes, the session that computes
+    its embedding (loaded once) and the tile keys it was trained on (from its embeddings.npz,
+    for the leakage check)."""
 
     name: str
     version: str
     onnx: bytes
-    classes: list[str]
-    training_sources: frozenset[str]
+    session: OnnxClassifier = field(repr=False, compare=False)
+    training_sources: frozenset[str] = frozenset()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.session.classes
 
 
 @dataclass
@@ -60,13 +65,8 @@ class TransferModel:
     head: LogisticRegression
     classes: list[str]
 
-    def __post_init__(self) -> None:
-        self._session = OnnxClassifier.from_bytes(
-            self.base.onnx, name=self.base.name, version=self.base.version
-        )
-
     def embed(self, x: Floats) -> Floats:
-        return embed(self._session, x)
+        return embed(self.base.session, x)
 
     def probabilities(self, x: Floats) -> Floats:
         features = self.scaler.transform(self.embed(x))
@@ -93,15 +93,11 @@ def load_base_model(store: ObjectStore, name: str) -> BaseModel:
     with contextlib.suppress(ObjectMissing, IndexUnusable):
         index = EmbeddingIndex.from_npz(store.get(registry.key(version, EMBEDDINGS_FILE)).body)
         sources = frozenset(str(source) for source in index.sources)
-    base = BaseModel(
-        name=name, version=version, onnx=onnx_bytes, classes=[], training_sources=sources
-    )
-    session = base_session(base)
     return BaseModel(
         name=name,
         version=version,
         onnx=onnx_bytes,
-        classes=session.classes,
+        session=base_session(name, version, onnx_bytes),
         training_sources=sources,
     )
 
@@ -122,20 +118,19 @@ def embed(session: OnnxClassifier, x: Floats) -> Floats:
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def base_session(base: BaseModel) -> OnnxClassifier:
+def base_session(name: str, version: str, model: bytes) -> OnnxClassifier:
     """The base under the serving contract, with an embedding to transfer, or a clear error."""
     try:
-        session = OnnxClassifier.from_bytes(base.onnx, name=base.name, version=base.version)
+        session = OnnxClassifier.from_bytes(model, name=name, version=version)
     except ValueError as error:  # the contract's own check: inputs, outputs, classes
         raise TrainingError("base_contract", str(error)) from None
     except Exception as error:  # onnxruntime refuses damaged bytes with many exception types
         raise TrainingError(
-            "base_unreadable", f"base model {base.name}/{base.version} cannot be loaded: {error}"
+            "base_unreadable", f"base model {name}/{version} cannot be loaded: {error}"
         ) from None
     if not session.has_embedding:
         raise TrainingError(
-            "base_contract",
-            f"base model {base.name}/{base.version} has no '{EMBEDDING}' output to transfer",
+            "base_contract", f"base model {name}/{version} has no '{EMBEDDING}' output to transfer"
         )
     return session
 
@@ -149,7 +144,7 @@ def fit_transfer(x: Floats, y: Labels, options: FitOptions) -> FittedModel:
         raise TrainingError("base_model_required", "the transfer family needs --base-model NAME")
     base: BaseModel = options.base
     started = time.perf_counter()
-    session = base_session(base)
+    session = base.session
     classes = [str(c) for c in np.unique(y)]
     x_fit, x_val, y_fit, y_val = validation_split(x, y, fraction=0.2, seed=options.seed)
     fit_features, val_features = embed(session, x_fit), embed(session, x_val)
