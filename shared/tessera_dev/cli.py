@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,24 +20,41 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from tessera.config import PIPELINE
 from tessera.errors import CodedError
+from tessera_dev.local.persistence import SNAPSHOT_SECONDS
+
+# Where `tessera local up` keeps its bucket between runs (TESSERA_DATA_DIR names the reference
+# data folder, so the runtime's has a name of its own).
+LOCAL_DATA_DIR_ENV = "TESSERA_LOCAL_DATA_DIR"
+DEFAULT_LOCAL_DATA_DIR = Path("~/.tessera/data")
 
 
 def _local_up(args: argparse.Namespace) -> int:
     from tessera_dev import client
+    from tessera_dev.local.persistence import DataDirError
     from tessera_dev.local.runtime import LocalRuntime
 
-    runtime = LocalRuntime(bucket=args.bucket, aws_port=args.aws_port, api_port=args.api_port)
-    with runtime:
+    runtime = LocalRuntime(
+        bucket=args.bucket,
+        aws_port=args.aws_port,
+        api_port=args.api_port,
+        data_dir=None if args.ephemeral else args.data_dir.expanduser(),
+    )
+    try:
+        runtime.start()
+    except DataDirError as error:
+        print(f"tessera: {error}", file=sys.stderr)
+        return 1
+    try:
         described = runtime.describe()
         client.record_local(described)
         print(json.dumps(described), flush=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                stopped.wait()
-        finally:
-            client.LOCAL_STATE.unlink(missing_ok=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stopped.wait()
+    finally:
+        client.LOCAL_STATE.unlink(missing_ok=True)
+        runtime.stop()  # the last snapshot, on Ctrl-C and SIGTERM alike
     return 0
 
 
@@ -116,11 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="the local embedded runtime")
     local_commands = local.add_subparsers(dest="local_command", required=True)
     up = local_commands.add_parser(
-        "up", help="run moto, the event pumps and the API in the foreground"
+        "up",
+        help="run moto, the event pumps and the API in the foreground",
+        description="Run moto, the event pumps and the API in the foreground. The bucket is kept "
+        "in --data-dir (one file per object, under <data-dir>/<bucket>/) and restored on the next "
+        "start; sheets whose processing had not finished are processed then. A snapshot is "
+        f"taken every {SNAPSHOT_SECONDS:g} s and on Ctrl-C or SIGTERM, so a SIGKILL loses at "
+        f"most the last {SNAPSHOT_SECONDS:g} s of writes. --ephemeral keeps everything in "
+        "memory only.",
     )
     up.add_argument("--bucket", default="tessera-local")
     up.add_argument("--aws-port", type=int, default=0, help="0 picks a free port")
     up.add_argument("--api-port", type=int, default=0, help="0 picks a free port")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get(LOCAL_DATA_DIR_ENV) or DEFAULT_LOCAL_DATA_DIR),
+        help=f"where the bucket is kept (default: ${LOCAL_DATA_DIR_ENV} or "
+        f"{DEFAULT_LOCAL_DATA_DIR})",
+    )
+    up.add_argument(
+        "--ephemeral", action="store_true", help="keep nothing: the bucket lives in memory only"
+    )
     up.set_defaults(run=_local_up)
 
     demo = commands.add_parser(

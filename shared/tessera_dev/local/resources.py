@@ -4,6 +4,7 @@ same `PIPELINE` config the CDK app deploys."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,10 @@ def provision(
     sqs: Any,
     bucket: str,
     visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT_SECONDS,
+    before_notifications: Callable[[], object] | None = None,
 ) -> list[ProvisionedQueue]:
+    """The bucket, queues and notifications; `before_notifications` runs once the bucket
+    exists and before any upload notifies a queue (restoring objects already processed)."""
     s3.create_bucket(Bucket=bucket)
     s3.put_public_access_block(
         Bucket=bucket,
@@ -69,6 +73,8 @@ def provision(
             )
         )
 
+    if before_notifications is not None:
+        before_notifications()
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={

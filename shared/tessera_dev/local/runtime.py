@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,7 +26,15 @@ from tessera.errors import InvalidInput
 from tessera.serving.api_input import parse_train_request
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import LocalApi
+from tessera_dev.local.persistence import (
+    SNAPSHOT_SECONDS,
+    BucketMirror,
+    Snapshotter,
+    Stored,
+    snapshot_on_stop,
+)
 from tessera_dev.local.pump import EventPump
+from tessera_dev.local.recovery import resend_unfinished
 from tessera_dev.local.resources import ProvisionedQueue, provision
 
 REGION = "us-east-1"
@@ -45,14 +54,25 @@ def handler_for(function: str) -> Any:
 
 @dataclass
 class LocalRuntime:
+    """moto, the pumps and the API. With a `data_dir` the bucket outlives the runtime: restored
+    from the directory on start, snapshotted to it every `snapshot_seconds` and on stop;
+    without one (tests, the demo) everything lives in moto's memory and goes with it."""
+
     bucket: str = "tessera-local"
     host: str = "127.0.0.1"
     aws_port: int = 0
     api_port: int = 0
+    data_dir: Path | None = None
+    snapshot_seconds: float = SNAPSHOT_SECONDS
     queues: list[ProvisionedQueue] = field(default_factory=list)
     pumps: list[EventPump] = field(default_factory=list)
+    # What the start restored from the data directory, and which of it was sent again.
+    restored: list[Stored] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
     _moto: ThreadedMotoServer | None = None
     _api: LocalApi | None = None
+    _mirror: BucketMirror | None = None
+    _snapshotter: Snapshotter | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
@@ -79,6 +99,18 @@ class LocalRuntime:
         return boto3.client(service, endpoint_url=self.aws_endpoint, region_name=REGION)
 
     def start(self) -> LocalRuntime:
+        """Raises `DataDirError` before anything starts if the data directory cannot be used."""
+        if self.data_dir is not None:
+            self._mirror = BucketMirror(self.data_dir, self.bucket)
+            self._mirror.open()
+        try:
+            return self._start_services()
+        except BaseException:
+            if self._mirror is not None:  # unlocked, and no snapshot of a half-started bucket
+                self._mirror.close()
+            raise
+
+    def _start_services(self) -> LocalRuntime:
         # moto's werkzeug server logs every request at INFO: noise next to the pipeline's own logs.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
@@ -86,8 +118,14 @@ class LocalRuntime:
         for name, value in self.env().items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
-        sqs = self.client("sqs")
-        self.queues = provision(s3=self.client("s3"), sqs=sqs, bucket=self.bucket)
+        sqs, s3 = self.client("sqs"), self.client("s3")
+        self.queues = provision(
+            s3=s3, sqs=sqs, bucket=self.bucket, before_notifications=self._restore
+        )
+        if self._mirror is not None:
+            self.resent = resend_unfinished(sqs, s3, self.bucket, self.queues, self.restored)
+            self._snapshotter = Snapshotter(self._mirror, s3, self.bucket, self.snapshot_seconds)
+            self._snapshotter.start()
         for queue in self.queues:
             pump = EventPump(
                 sqs=sqs, queue=queue, handler=handler_for(queue.spec.function), region=REGION
@@ -110,6 +148,7 @@ class LocalRuntime:
             pump.join(timeout=5)
         if self._api is not None:
             self._api.stop()
+        self._last_snapshot()
         if self._moto is not None:
             self._moto.stop()
         for name, value in self._saved_env.items():
@@ -117,6 +156,20 @@ class LocalRuntime:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+    def _restore(self) -> None:
+        """The data directory's objects back into the bucket, before its notifications exist:
+        what was processed before the restart is not processed again."""
+        if self._mirror is not None:
+            self.restored = self._mirror.restore(self.client("s3"), self.bucket)
+
+    def _last_snapshot(self) -> None:
+        if self._snapshotter is not None:
+            self._snapshotter.stop()
+            self._snapshotter.join(timeout=30)
+        if self._mirror is not None and self._mirror.is_open:
+            snapshot_on_stop(self._mirror, self.client("s3"), self.bucket)
+            self._mirror.close()
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
@@ -128,6 +181,7 @@ class LocalRuntime:
         return {
             "aws_endpoint": self.aws_endpoint,
             "bucket": self.bucket,
+            "data_dir": str(self._mirror.root) if self._mirror is not None else None,
             "api_url": self.api_url,
             "region": REGION,
             "queues": {q.spec.function: {"queue": q.url, "dlq": q.dlq_url} for q in self.queues},
