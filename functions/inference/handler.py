@@ -179,6 +179,16 @@ def predict() -> dict[str, Any]:
     answer: dict[str, Any] = {"model": model.name, "version": model.version}
     if request.single:
         answer.update(predictions[0])
+    if request.symbols is not None:
+        # A page of several symbols: each with its place, and each line read as a string.
+        symbols = [
+            {**place, **prediction}
+            for place, prediction in zip(request.symbols, predictions, strict=True)
+        ]
+        lines = [""] * (max(symbol["line"] for symbol in symbols) + 1)
+        for symbol in symbols:
+            lines[symbol["line"]] += symbol["label"]
+        answer.update(layout="symbols", symbols=symbols, lines=lines)
     answer["predictions"] = predictions
     return answer
 

@@ -127,6 +127,11 @@ def test_a_page_of_scribble_without_a_grid_is_refused_clearly() -> None:
     page[60:140, 60:140] = rng.random((80, 80)) > 0.5
     with pytest.raises(InvalidInput) as caught:
         cut_sheet(page)
+    # Read as symbols (no grid), the block of noise is a scribble: refused, and said so.
+    assert caught.value.code == "no_symbols"
+    assert "scribble" in caught.value.message
+    with pytest.raises(InvalidInput) as caught:
+        cut_sheet(page, layout="grid")
     assert caught.value.code in {"grid_not_found", "grid_too_dense"}
 
 

@@ -14,6 +14,14 @@ from tessera.imaging.decode import Gray
 from tessera.imaging.ink import clean_ink, ink_image
 
 
+def as_stored_tile(pixels: Gray) -> Gray:
+    """A cut tile as Split stores it (an 8-bit PNG) and Vectorize reads it back: the same
+    rounding, so batch predictions and the API classify the very vector a row would hold."""
+    stored = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).astype(np.float32)
+    scaled: Gray = stored / np.float32(255.0)
+    return scaled
+
+
 def normalize_tile(tile: Gray, *, ink_threshold: float = 0.2, deslant: bool = False) -> Gray | None:
     """Normalize a tile the way MNIST digits were made; None when the tile holds no ink.
 

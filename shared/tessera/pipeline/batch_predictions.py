@@ -1,5 +1,7 @@
 """Batch predictions: a sheet dropped under incoming/predict/ is cut, normalized and classified
-in one model call; the grid of labels and confidences lands under predictions/ as JSON and CSV.
+in one model call; the grid of labels and confidences (or, for a page read as symbols, the
+symbols in reading order and each line as a string) lands under predictions/ as JSON and CSV,
+with an overlay image of what was cut and predicted beside them.
 
     incoming/predict/<file>            uses the default model
     incoming/predict/<model>/<file>    uses that model's champion
@@ -22,20 +24,23 @@ import numpy as np
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import Gray, decode_image
-from tessera.imaging.normalize import model_input, normalize_tile
+from tessera.imaging.normalize import as_stored_tile, model_input, normalize_tile
 from tessera.names import validate_model_name
 from tessera.pipeline.outcome import Outcome, quarantined, too_large
 from tessera.registry import ModelRegistry
 from tessera.serving.cache import ModelCache
 from tessera.serving.model import ModelNotFound, OnnxClassifier
-from tessera.sheets.cutting import cut_sheet
-from tessera.sheets.spec import check_metadata_keys, optional_grid_for, square_from
+from tessera.sheets.cutting import Cutting, cut_sheet
+from tessera.sheets.freeform import SymbolCutting
+from tessera.sheets.overlay import overlay_key, render_overlay
+from tessera.sheets.spec import check_metadata_keys, layout_from, optional_grid_for, square_from
 from tessera.storage import ObjectStore
 
 # By bucket, endpoint and model: never a cache bound to an endpoint that has gone.
 _caches: dict[tuple[str, str, str], ModelCache] = {}
-_KNOWN_METADATA = frozenset({"grid", "square"})
+_KNOWN_METADATA = frozenset({"grid", "square", "layout"})
 CSV_FIELDS = ["row", "col", "empty", "label", "confidence"]
+SYMBOL_CSV_FIELDS = ["line", "position", "label", "confidence", "top", "left", "bottom", "right"]
 
 
 def _cache(store: ObjectStore, name: str) -> ModelCache:
@@ -47,7 +52,9 @@ def _cache(store: ObjectStore, name: str) -> ModelCache:
     return _caches[key]
 
 
-def _model_and_grid(key: str, metadata: dict[str, str]) -> tuple[str, tuple[int, int] | None, bool]:
+def _model_and_grid(
+    key: str, metadata: dict[str, str]
+) -> tuple[str, tuple[int, int] | None, bool, str]:
     parts = key[len(PIPELINE.prefixes.incoming_predict) :].split("/")
     if len(parts) not in (1, 2) or not all(parts):
         raise InvalidInput(
@@ -55,13 +62,9 @@ def _model_and_grid(key: str, metadata: dict[str, str]) -> tuple[str, tuple[int,
         )
     model = validate_model_name(parts[0]) if len(parts) == 2 else PIPELINE.default_dataset
     metadata = check_metadata_keys(metadata, _KNOWN_METADATA)
-    return model, optional_grid_for(parts[-1], metadata), square_from(metadata)
-
-
-def _as_stored_tile(pixels: Gray) -> Gray:
-    """What a tile is after Split's 8-bit PNG and Vectorize's decode: the same rounding."""
-    stored: Gray = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).astype(np.float32)
-    return stored / np.float32(255.0)
+    layout = layout_from(metadata)
+    grid = None if layout == "free" else optional_grid_for(parts[-1], metadata)
+    return model, grid, square_from(metadata), layout
 
 
 def predict_tiles(
@@ -85,9 +88,9 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
         return quarantined(store, key, refused, stage="batch_predict")
     sheet = store.get(key)
     try:
-        model_name, grid, square = _model_and_grid(key, sheet.metadata)
+        model_name, grid, square, layout = _model_and_grid(key, sheet.metadata)
         rows, cols = grid if grid is not None else (None, None)
-        cutting = cut_sheet(decode_image(sheet.body), rows, cols, square=square)
+        cutting = cut_sheet(decode_image(sheet.body), rows, cols, square=square, layout=layout)
         model = _cache(store, model_name).get()
     except (InvalidInput, ModelNotFound) as error:
         invalid = (
@@ -100,10 +103,47 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
     empty = set(cutting.empty)
     tiles = cutting.tiles
     inked = [i for i, tile in enumerate(tiles) if (tile.row, tile.col) not in empty]
-    found = predict_tiles(model, [_as_stored_tile(tiles[i].pixels) for i in inked])
+    found = predict_tiles(model, [as_stored_tile(tiles[i].pixels) for i in inked])
     predictions: list[dict[str, Any] | None] = [None] * len(tiles)
     for index, prediction in zip(inked, found, strict=True):
         predictions[index] = prediction
+    header = {
+        "source_key": key,
+        "source_etag": sheet.etag,
+        "model": model.name,
+        "version": model.version,
+    }
+    if isinstance(cutting, SymbolCutting):
+        document, rows_out, fields = _symbols_document(cutting, predictions)
+    else:
+        document, rows_out, fields = _grid_document(cutting, predictions)
+    target = PIPELINE.prefixes.predictions + key
+    captions = [
+        f"{p['label']} {p['confidence']:.0%}" if p is not None else None for p in predictions
+    ]
+    store.put(
+        overlay_key(target + ".json"),
+        render_overlay(cutting, captions),
+        content_type="image/png",
+    )
+    document = {**header, **document, "overlay": overlay_key(target + ".json")}
+    store.put_json(target + ".json", document)
+    store.put(target + ".csv", _csv(rows_out, fields).encode(), content_type="text/csv")
+    return Outcome(
+        key,
+        "predicted",
+        {
+            "prediction_key": target + ".json",
+            "layout": cutting.grid_source,
+            "cells": len(tiles),
+            "empty": predictions.count(None),
+        },
+    )
+
+
+def _grid_document(
+    cutting: Cutting, predictions: list[dict[str, Any] | None]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     cells = [
         {
             "row": tile.row,
@@ -113,40 +153,61 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
             "confidence": prediction["confidence"] if prediction else None,
             "top": prediction["top"] if prediction else [],
         }
-        for tile, prediction in zip(tiles, predictions, strict=True)
+        for tile, prediction in zip(cutting.tiles, predictions, strict=True)
     ]
     by_position = {(cell["row"], cell["col"]): cell for cell in cells}
-    grid_rows, grid_cols = cutting.rows, cutting.cols
-    positions = [[(r, c) for c in range(grid_cols)] for r in range(grid_rows)]
+    positions = [[(r, c) for c in range(cutting.cols)] for r in range(cutting.rows)]
     document = {
-        "source_key": key,
-        "source_etag": sheet.etag,
-        "model": model.name,
-        "version": model.version,
-        "rows": grid_rows,
-        "cols": grid_cols,
+        "layout": cutting.grid_source,
+        "rows": cutting.rows,
+        "cols": cutting.cols,
         "grid_source": cutting.grid_source,
+        "detection_score": cutting.detection_score,
         "grid": [[by_position[p]["label"] for p in row] for row in positions],
         "confidence": [[by_position[p]["confidence"] for p in row] for row in positions],
         "cells": cells,
     }
-    target = PIPELINE.prefixes.predictions + key
-    store.put_json(target + ".json", document)
-    store.put(target + ".csv", _csv(cells).encode(), content_type="text/csv")
-    return Outcome(
-        key,
-        "predicted",
-        {
-            "prediction_key": target + ".json",
-            "cells": len(cells),
-            "empty": predictions.count(None),
-        },
-    )
+    return document, cells, CSV_FIELDS
 
 
-def _csv(cells: list[dict[str, Any]]) -> str:
+def _symbols_document(
+    cutting: SymbolCutting, predictions: list[dict[str, Any] | None]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Symbols in reading order, each with its box in page pixels, and each line as a string."""
+    symbols = []
+    for tile, box, prediction in zip(cutting.tiles, cutting.boxes, predictions, strict=True):
+        top, left, bottom, right = box
+        symbols.append(
+            {
+                "line": tile.row,
+                "position": tile.col,
+                "label": prediction["label"] if prediction else None,
+                "confidence": prediction["confidence"] if prediction else None,
+                "top_k": prediction["top"] if prediction else [],
+                "box": {"top": top, "left": left, "bottom": bottom, "right": right},
+            }
+        )
+    lines = [""] * cutting.rows
+    for symbol in symbols:
+        lines[symbol["line"]] += symbol["label"] or "?"
+    document = {
+        "layout": "symbols",
+        "grid_source": "symbols",
+        "detection_score": cutting.layout.score,
+        "rejected": cutting.layout.rejected,
+        "lines": lines,
+        "symbols": symbols,
+    }
+    flat = [
+        {key: value for key, value in symbol.items() if key not in ("box", "top_k")} | symbol["box"]
+        for symbol in symbols
+    ]
+    return document, flat, SYMBOL_CSV_FIELDS
+
+
+def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(cells)
+    writer.writerows(rows)
     return buffer.getvalue()

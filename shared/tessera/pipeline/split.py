@@ -9,6 +9,8 @@ from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image, encode_png
 from tessera.pipeline.outcome import Outcome, quarantine_key, quarantined, too_large
 from tessera.sheets.cutting import cut_sheet
+from tessera.sheets.freeform import SymbolCutting
+from tessera.sheets.overlay import overlay_key, render_overlay
 from tessera.sheets.spec import (
     LABELS_MANIFEST_SUFFIX,
     MAX_LABELS_MANIFEST_BYTES,
@@ -38,8 +40,11 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
         labels_manifest = _labels_manifest(store, key)
         spec = sheet_spec_from(key, sheet.etag, sheet.metadata, labels_manifest)
         image = decode_image(sheet.body)
-        cutting = cut_sheet(image, spec.rows, spec.cols, square=spec.square)
-        spec = spec.with_grid(cutting.rows, cutting.cols)
+        cutting = cut_sheet(image, spec.rows, spec.cols, square=spec.square, layout=spec.layout)
+        if isinstance(cutting, SymbolCutting):
+            spec = spec.with_lines(cutting.line_counts)
+        else:
+            spec = spec.with_grid(cutting.rows, cutting.cols)
     except InvalidInput as error:
         return quarantined(store, key, error, stage="split", etag=sheet.etag)
 
@@ -66,7 +71,16 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
     # Beside the dataset's rows, not under tiles/: nothing listens there and a listing of a
     # sheet's tiles stays a listing of tiles.
     manifest_key = sheet_manifest_key(spec.dataset, spec.sheet_id)
-    store.put_json(manifest_key, manifest)
+    empty = set(cutting.empty)
+    captions = [
+        None if (tile.row, tile.col) in empty else spec.label_at(tile.row, tile.col)
+        for tile in cutting.tiles
+    ]
+    # The overlay first: a manifest, once there, always has its picture beside it.
+    store.put(
+        overlay_key(manifest_key), render_overlay(cutting, captions), content_type="image/png"
+    )
+    store.put_json(manifest_key, {**manifest, "overlay": overlay_key(manifest_key)})
     return Outcome(
         key,
         "split",
@@ -77,6 +91,7 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
             "empty": len(cutting.empty),
             "grid": f"{cutting.rows}x{cutting.cols}",
             "grid_source": cutting.grid_source,
+            "layout": cutting.grid_source,
             "prefix": prefix,
             "manifest": manifest_key,
         },

@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 from tessera.config import PIPELINE, TILE_SIZE, VECTOR_LENGTH
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image
-from tessera.imaging.normalize import model_input, normalize_tile
+from tessera.imaging.normalize import as_stored_tile, model_input, normalize_tile
 from tessera.names import validate_dataset_name, validate_model_name
+from tessera.sheets.cutting import cut_free
 
 # One symbol per image: a 4,000 x 4,000 photo is already far more than a symbol needs, and the
 # limit bounds the memory a small compressed image (a "bomb") can make the function allocate.
@@ -39,6 +40,10 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _INPUT_FIELDS = frozenset({"image", "pixels"})
 PREDICT_OPTIONS = frozenset({"model", "version", "top_k"})
 SIMILAR_OPTIONS = frozenset({"model", "version", "k"})
+# An image at most this many pixels on its long side is one symbol (a drawn canvas, a cut tile,
+# an MNIST digit) and is normalized whole; a larger one is a photo or scan of a page, whose
+# symbols are found by the detector Split and batch predictions use.
+PAGE_SIDE = 320
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,53 @@ class ApiRequest:
     version: str | None
     k: int
     single: bool  # one image or pixels, not `instances`: the answer is not wrapped in a list
+    # For a page with several symbols: where each one is (line, position, box), in the order
+    # of `features`' rows; None for everything else.
+    symbols: list[dict[str, Any]] | None = None
+
+
+def features_from_page(pixels: NDArray[np.float32]) -> tuple[NDArray[np.float32], list[Any]]:
+    """A photo or scan -> one model input per symbol found on it, in reading order, with each
+    symbol's place. The same `cut_sheet(layout="free")` path as a free-form sheet."""
+    cutting = cut_free(pixels)
+    rows = []
+    places = []
+    for tile, box in zip(cutting.tiles, cutting.boxes, strict=True):
+        normalized = normalize_tile(as_stored_tile(tile.pixels))
+        if normalized is None:
+            continue
+        rows.append(model_input(normalized))
+        top, left, bottom, right = box
+        places.append(
+            {
+                "line": tile.row,
+                "position": tile.col,
+                "box": {"top": top, "left": left, "bottom": bottom, "right": right},
+            }
+        )
+    if not rows:
+        raise InvalidInput("no_symbols", "no handwritten symbols were found in the image")
+    return np.stack(rows), places
 
 
 def features_from_image_bytes(data: bytes) -> NDArray[np.float32]:
     """One image of one symbol -> its (784,) model input, through the same normalization as
-    Vectorize. A blank image has no symbol to classify."""
+    Vectorize; a page must hold exactly one symbol here (`read_image` takes several)."""
+    features, _ = read_image(data)
+    if len(features) > 1:
+        raise InvalidInput(
+            "several_symbols",
+            f"the image holds {len(features)} symbols; send it alone (not in 'instances') "
+            "to have each one classified",
+        )
+    first: NDArray[np.float32] = features[0]
+    return first
+
+
+def read_image(data: bytes) -> tuple[NDArray[np.float32], list[Any] | None]:
+    """An image -> (n, 784) model inputs: one for a symbol-sized image, normalized whole; one
+    per symbol found for a page (larger than `PAGE_SIDE`), with their places. A blank image has
+    no symbol to classify."""
     if not data:
         raise InvalidInput("empty_image", "the image has zero bytes")
     if not (data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC)):
@@ -69,10 +116,18 @@ def features_from_image_bytes(data: bytes) -> NDArray[np.float32]:
         # Pillow's decoders raise many exception types on malformed files; whatever the type,
         # the cause is the client's bytes.
         raise InvalidInput("corrupt_image", f"the image cannot be decoded: {error}") from None
+    if max(pixels.shape) > PAGE_SIDE:
+        try:
+            return features_from_page(pixels)
+        except InvalidInput as error:
+            if error.code not in ("blank_page", "no_symbols"):
+                raise
+            message = f"the image has no symbol to classify: {error.message}"
+            raise InvalidInput("empty_image", message) from None
     normalized = normalize_tile(pixels)
     if normalized is None:
         raise InvalidInput("empty_image", "the image has no ink to classify")
-    return model_input(normalized)
+    return model_input(normalized)[np.newaxis, :], None
 
 
 def _is_number(value: Any) -> bool:
@@ -139,7 +194,9 @@ def features_from_instance(instance: Any) -> NDArray[np.float32]:
     raise InvalidInput("bad_request", "the request needs 'image' (base64 PNG/JPEG) or 'pixels'")
 
 
-def _features_and_shape(body: Any, *, max_instances: int) -> tuple[NDArray[np.float32], bool]:
+def _features_and_shape(
+    body: Any, *, max_instances: int
+) -> tuple[NDArray[np.float32], bool, list[Any] | None]:
     if not isinstance(body, dict):
         raise InvalidInput("bad_request", "the body must be a JSON object")
     if "instances" in body:
@@ -152,9 +209,19 @@ def _features_and_shape(body: Any, *, max_instances: int) -> tuple[NDArray[np.fl
             raise InvalidInput(
                 "too_many_instances", f"{len(instances)} instances, the limit is {max_instances}"
             )
-        return np.stack([features_from_instance(item) for item in instances]), False
+        return np.stack([features_from_instance(item) for item in instances]), False, None
     inputs = {name: body[name] for name in _INPUT_FIELDS if name in body}
-    return features_from_instance(inputs)[np.newaxis, :], True
+    if set(inputs) == {"image"}:
+        return _single_image(_decode_base64_image(inputs["image"]))
+    return features_from_instance(inputs)[np.newaxis, :], True, None
+
+
+def _single_image(data: bytes) -> tuple[NDArray[np.float32], bool, list[Any] | None]:
+    """One image: one symbol gives today's single answer; a page of several, the list."""
+    features, places = read_image(data)
+    if len(features) == 1:
+        return features, True, None
+    return features, False, places
 
 
 def features_from_body(
@@ -242,13 +309,10 @@ def parse_request(
     if media_type in IMAGE_CONTENT_TYPES:
         settings = query_options
         model, version = _options(settings, options)
-        features = features_from_image_bytes(data)[np.newaxis, :]
+        k = _int_option(settings, k_option, default_k)
+        features, single, places = _single_image(data)
         return ApiRequest(
-            features=features,
-            model=model,
-            version=version,
-            k=_int_option(settings, k_option, default_k),
-            single=True,
+            features=features, model=model, version=version, k=k, single=single, symbols=places
         )
     if media_type.startswith("image/"):
         raise InvalidInput(
@@ -271,8 +335,10 @@ def parse_request(
     settings = {**query_options, **body_options}
     model, version = _options(settings, options)
     k = _int_option(settings, k_option, default_k)
-    features, single = _features_and_shape(document, max_instances=max_instances)
-    return ApiRequest(features=features, model=model, version=version, k=k, single=single)
+    features, single, places = _features_and_shape(document, max_instances=max_instances)
+    return ApiRequest(
+        features=features, model=model, version=version, k=k, single=single, symbols=places
+    )
 
 
 # A training request names a few datasets: a body past this is not one.

@@ -6,7 +6,7 @@ Serving imports this too, so it depends on numpy and Pillow only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -14,21 +14,18 @@ from numpy.typing import NDArray
 
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
-from tessera.imaging.connected_components import Ints
+from tessera.imaging.connected_components import Ints, Mask
 from tessera.imaging.decode import Gray
 from tessera.imaging.ink import clean_ink
 from tessera.imaging.normalize import normalize_ink
+from tessera.sheets.document import flatten_page
+from tessera.sheets.freeform import SymbolCutting, cut_symbols
 from tessera.sheets.gaps import gap_grid
 from tessera.sheets.page import prepare_page
 from tessera.sheets.ruling import along_lines, follow_lines, ruled_grid
+from tessera.sheets.symbols import find_symbols
+from tessera.sheets.tiles import Tile
 from tessera.sheets.tilt import MIN_SKEW_DEGREES, Tilt, estimate_tilt, level
-
-
-@dataclass(frozen=True)
-class Tile:
-    row: int
-    col: int
-    pixels: Gray
 
 
 def check_grid_fits(*, width: int, height: int, rows: int, cols: int) -> None:
@@ -59,6 +56,8 @@ class Cutting:
     skew_degrees: float
     row_edges: list[int]
     col_edges: list[int]
+    page: Gray = field(repr=False)  # the levelled working page the cells were cut from
+    working_boxes: list[tuple[int, int, int, int]] = field(repr=False)  # per cell, on `page`
     _ink: Gray = field(repr=False)
     _present: NDArray[np.bool_] = field(repr=False)
     _heights: Ints = field(repr=False)
@@ -85,6 +84,7 @@ class Cutting:
 
     def manifest(self) -> dict[str, object]:
         return {
+            "layout": self.grid_source,
             "rows": self.rows,
             "cols": self.cols,
             "grid_source": self.grid_source,
@@ -92,7 +92,24 @@ class Cutting:
             "cells": self.rows * self.cols,
             "inked": int(self._present.sum()),
             "empty": [[r, c] for r, c in self.empty],
+            "detection_score": self.detection_score,
         }
+
+    @property
+    def detection_score(self) -> float:
+        """How well the grid holds the ink: the share of inked cells whose ink keeps clear of
+        the cell's edges (a symbol cut by a wrong grid touches them)."""
+        inked = self.inked
+        if not inked:
+            return 0.0
+        clear = 0
+        for tile in inked:
+            rows = np.flatnonzero(tile.pixels.max(axis=1) > 0)
+            cols = np.flatnonzero(tile.pixels.max(axis=0) > 0)
+            h, w = tile.pixels.shape
+            if rows.size and rows[0] > 0 and rows[-1] < h - 1 and cols[0] > 0 and cols[-1] < w - 1:
+                clear += 1
+        return round(clear / len(inked), 3)
 
 
 def equal_edges(size: int, count: int) -> Ints:
@@ -109,22 +126,41 @@ def _check_page(gray: Gray) -> None:
         )
 
 
+SheetCut = Cutting | SymbolCutting
+LAYOUTS = ("auto", "grid", "free")
+
+
 def cut_sheet(
     image: Gray,
     rows: int | None = None,
     cols: int | None = None,
     *,
     square: bool = False,
-) -> Cutting:
+    layout: str = "auto",
+) -> SheetCut:
     """Cut a photographed or scanned sheet into clean cells, finding the grid when not told.
 
     A grid given in rows/cols wins; ruled lines that agree with it place the cell edges, else
     the page is cut evenly. With no grid given it comes from ruled lines, else from the gaps
-    between rows and columns of ink. Raises `InvalidInput` for pages with no ink
-    (`blank_page`), no findable grid (`grid_not_found`) or cells too small to read.
+    between rows and columns of ink, else the page is read as free-form symbols (lines of
+    hand-placed symbols, loose symbols, one symbol). `layout="free"` reads symbols without
+    looking for a grid; `layout="grid"` never falls back to symbols. Raises `InvalidInput` for
+    pages with no ink (`blank_page`), no findable grid (`grid_not_found`, grid layout only), no
+    symbols (`no_symbols`) or cells too small to read.
     """
+    if layout not in LAYOUTS:
+        raise InvalidInput("bad_metadata", f"layout={layout!r} is not one of {list(LAYOUTS)}")
     gray = np.asarray(image, dtype=np.float32)
     _check_page(gray)
+    flat = flatten_page(gray)
+    if flat is not None:
+        # A photo of a page on a table: read the page, warped flat; symbols' boxes are
+        # mapped back to the photo's pixels.
+        cut = cut_sheet(flat.image, rows, cols, square=square, layout=layout)
+        if isinstance(cut, SymbolCutting):
+            shape = (int(gray.shape[0]), int(gray.shape[1]))
+            return replace(cut, boxes=[flat.to_photo(box, shape) for box in cut.boxes])
+        return cut
     if rows is not None and cols is not None:
         check_grid_fits(width=gray.shape[1], height=gray.shape[0], rows=rows, cols=cols)
     page = prepare_page(gray)
@@ -140,6 +176,20 @@ def cut_sheet(
     height, width = ink.shape
     min_cell = PIPELINE.limits.min_cell_pixels
 
+    def symbols() -> SymbolCutting:
+        return cut_symbols(
+            page.mask,
+            page.values,
+            ink=page.ink,
+            shade=page.shade,
+            threshold=page.threshold,
+            scale=page.scale,
+            source_shape=(int(gray.shape[0]), int(gray.shape[1])),
+        )
+
+    if layout == "free":
+        return symbols()
+    shown = values
     ruled = ruled_grid(mask) if mask.any() else None
     source = "given"
     if ruled is not None:
@@ -148,6 +198,8 @@ def cut_sheet(
     else:
         gaps = gap_grid(mask, max(min_cell, 6)) if mask.any() else None
         if gaps is None:
+            if (rows is None or cols is None) and layout == "auto":
+                return symbols()
             if rows is None or cols is None:
                 raise InvalidInput(
                     "grid_not_found",
@@ -158,6 +210,11 @@ def cut_sheet(
         else:
             row_edges, col_edges = gaps
             source = "gaps"
+            # Hand-placed rows have gaps too: the gap grid stands only if every symbol sits
+            # inside one of its cells, else the page is read as symbols.
+            unnamed = rows is None and cols is None and layout == "auto"
+            if unnamed and not grid_holds_symbols(row_edges, col_edges, mask):
+                return symbols()
     # The given grid wins; found edges are kept only along an axis where they agree with it.
     if rows is not None and len(row_edges) - 1 != rows:
         row_edges, source = equal_edges(height, rows), "given"
@@ -179,6 +236,7 @@ def cut_sheet(
     return _cells(
         ink,
         values,
+        shown,
         tops,
         lefts,
         row_edges=row_edges,
@@ -190,6 +248,43 @@ def cut_sheet(
         rows=found_rows,
         cols=found_cols,
     )
+
+
+# A gap grid of more cells than this is a printed or ruled-less grid sheet, never hand-placed
+# rows (which hold tens to a few hundred symbols): it is not checked against the symbols.
+GAP_GRID_CHECKED_CELLS = 1000
+
+
+def grid_holds_symbols(row_edges: Ints, col_edges: Ints, mask: Mask) -> bool:
+    """Whether the grid cuts no symbol: each symbol found on the page falls inside one cell
+    (the pieces of a glyph the detector did not join may share a cell)."""
+    if (len(row_edges) - 1) * (len(col_edges) - 1) > GAP_GRID_CHECKED_CELLS:
+        return True
+    found = find_symbols(mask).symbols
+    if not found:
+        return True
+    misplaced = 0
+    for symbol in found:
+        top, left, bottom, right = symbol.box
+        row = int(np.searchsorted(row_edges, (top + bottom) / 2)) - 1
+        col = int(np.searchsorted(col_edges, (left + right) / 2)) - 1
+        if not (0 <= row < len(row_edges) - 1 and 0 <= col < len(col_edges) - 1):
+            misplaced += 1
+            continue
+        # The share of the symbol's box inside its cell.
+        inside_h = min(bottom, row_edges[row + 1]) - max(top, row_edges[row])
+        inside_w = min(right, col_edges[col + 1]) - max(left, col_edges[col])
+        share = max(0, inside_h) * max(0, inside_w) / max(1, (bottom - top) * (right - left))
+        if share < 0.85:
+            misplaced += 1
+    return misplaced <= 0.02 * len(found)
+
+
+def cut_free(image: Gray) -> SymbolCutting:
+    """`cut_sheet(image, layout="free")`: the page's symbols, without looking for a grid."""
+    cutting = cut_sheet(image, layout="free")
+    assert isinstance(cutting, SymbolCutting)
+    return cutting
 
 
 def _check_found_grid(row_edges: Ints, col_edges: Ints, *, width: int, height: int) -> None:
@@ -209,6 +304,7 @@ def _check_found_grid(row_edges: Ints, col_edges: Ints, *, width: int, height: i
 def _cells(
     ink: Gray,
     values: Gray,
+    shown: Gray,
     tops: Ints,
     lefts: Ints,
     *,
@@ -266,6 +362,11 @@ def _cells(
         skew_degrees=skew,
         row_edges=[int(v) for v in row_edges],
         col_edges=[int(v) for v in col_edges],
+        page=shown,
+        working_boxes=[
+            (int(t), int(lf), int(b), int(r))
+            for t, lf, b, r in zip(top, left, bottom, right, strict=True)
+        ],
         _ink=cleaned,
         _present=present,
         _heights=heights,

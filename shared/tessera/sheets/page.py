@@ -4,7 +4,8 @@ threshold, and a working size that keeps a Lambda's memory and time in bounds.""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -29,10 +30,24 @@ class Page:
     values: Gray
     threshold: float
     scale: float  # working pixels per source pixel
+    working: Gray = field(repr=False)  # the gray page at working size, as lit
+    paper_level: float = 1.0  # the page's median gray
 
     @property
     def mask(self) -> Mask:
         return self.ink > self.threshold
+
+    @cached_property
+    def shade(self) -> Gray:
+        """The working page as ink before the light was flattened: a stain or a shadow is dark
+        all over here, where flattening has left only its rim."""
+        level = np.float32(self.paper_level)
+        if self.paper_level >= 0.5:
+            shade = 1.0 - self.working / max(level, np.float32(1e-3))
+        else:
+            shade = self.working - level
+        clipped: Gray = np.clip(shade, 0.0, 1.0).astype(np.float32)
+        return clipped
 
 
 def _working_size(gray: Gray) -> tuple[Gray, float]:
@@ -88,7 +103,8 @@ def prepare_page(gray: Gray) -> Page:
     # Statistics of the page are taken on every other pixel each way: the same figures from a
     # quarter of the sorting.
     # In place where it can be: a page is millions of pixels and every pass shows.
-    if float(np.median(working[::2, ::2])) >= 0.5:
+    paper_level = float(np.median(working[::2, ::2]))
+    if paper_level >= 0.5:
         paper = _block_level(working, block, 0.9)
         np.maximum(paper, 0.05, out=paper)
         values = np.divide(working, paper, out=paper)
@@ -112,7 +128,7 @@ def prepare_page(gray: Gray) -> Page:
         strokes = ink[ink > threshold]
     if strokes.size < 4:
         blank = np.zeros_like(ink)
-        return Page(ink=blank, values=blank, threshold=1.0, scale=scale)
+        return Page(ink=blank, values=blank, threshold=1.0, scale=scale, working=working)
     # Strokes are brought to full strength, as MNIST's are, so faint pencil reads like ink; the
     # scale comes from the strongest strokes, so the grey edges of strokes stay grey (clipping
     # at a lower quantile thickened strokes and closed the loops of small 8s and 9s).
@@ -120,4 +136,11 @@ def prepare_page(gray: Gray) -> Page:
     for page in (ink, values):
         page *= 1.0 / level
         np.minimum(page, 1.0, out=page)
-    return Page(ink=ink, values=values, threshold=min(threshold / level, 0.5), scale=scale)
+    return Page(
+        ink=ink,
+        values=values,
+        threshold=min(threshold / level, 0.5),
+        scale=scale,
+        working=working,
+        paper_level=paper_level,
+    )

@@ -3,11 +3,14 @@
 Two ways to say it, so both `aws s3 cp --metadata` users and people dragging files into the S3
 console are served:
 - S3 user metadata: `grid=10x10`, `row-labels=0 1 ... 9` (spaces or commas) or
-  `labels=<one per cell>` or `label=7`, `square=true|false`; what metadata cannot carry
-  (non-ASCII labels, over 2 KB) in a labels manifest `<sheet key>.labels.json` beside it.
+  `labels=<one per cell>` or `label=7`, `square=true|false`, `layout=auto|grid|free`; what
+  metadata cannot carry (non-ASCII labels, over 2 KB) in a labels manifest
+  `<sheet key>.labels.json` beside it.
 - The key: `incoming/train/<dataset>/<label>/<name>.png` labels every cell, and a grid ending
   the file name (`sheet-10x10.png`) needs no metadata.
-A sheet that names no grid has it found on the page (ruled lines or gaps between symbols).
+A sheet that names no grid has it found on the page (ruled lines or gaps between symbols), and
+a page with no grid is read as symbols: `row-labels` then label its lines of symbols, `labels`
+its symbols in reading order.
 Metadata wins over the key when both say something.
 """
 
@@ -17,12 +20,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
+from itertools import accumulate
 
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name, validate_label
 
-METADATA_KEYS = frozenset({"grid", "row-labels", "labels", "label", "square"})
+METADATA_KEYS = frozenset({"grid", "row-labels", "labels", "label", "square", "layout"})
+# How a page is read: "auto" finds a grid, else symbols; "grid" never reads symbols; "free"
+# reads symbols (lines of hand-placed symbols) without looking for a grid.
+LAYOUTS = ("auto", "grid", "free")
 _GRID = re.compile(r"^\s*(\d{1,4})\s*[xX]\s*(\d{1,4})\s*$")
 # Only the documented form names a grid: "-RxC" ending the file name (sheet-10x10.png). A size
 # elsewhere in a name (scan_1024x768.png, photo-3000x2000-edit.jpg) is not a grid.
@@ -46,14 +53,38 @@ class SheetSpec:
     labels: tuple[str, ...]
     square: bool = False
     label_layout: str = "cells"  # "cells": one per cell, "rows": one per row, "all": one
+    layout: str = "auto"
+    # For a page read as symbols: where each line starts in reading order (lines are ragged).
+    line_starts: tuple[int, ...] | None = None
 
     def label_at(self, row: int, col: int) -> str:
         if self.label_layout == "all":
             return self.labels[0]
         if self.label_layout == "rows":
             return self.labels[row]
+        if self.line_starts is not None:
+            return self.labels[self.line_starts[row] + col]
         assert self.cols is not None
         return self.labels[row * self.cols + col]
+
+    def with_lines(self, counts: list[int]) -> SheetSpec:
+        """This spec for a page read as symbols, `counts[i]` symbols in line i: `row-labels`
+        label lines, `labels` the symbols in reading order, and the counts must match."""
+        total = sum(counts)
+        if self.label_layout == "rows" and len(self.labels) != len(counts):
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(self.labels)} row labels for the {len(counts)} lines of symbols found "
+                f"on the sheet (symbols per line: {counts})",
+            )
+        if self.label_layout == "cells" and len(self.labels) != total:
+            raise InvalidInput(
+                "label_count_mismatch",
+                f"{len(self.labels)} labels for the {total} symbols found on the sheet "
+                f"in {len(counts)} lines (symbols per line: {counts})",
+            )
+        starts = (0, *accumulate(counts[:-1])) if counts else ()
+        return replace(self, rows=len(counts), cols=max(counts, default=0), line_starts=starts)
 
     def with_grid(self, rows: int, cols: int) -> SheetSpec:
         """This spec with the grid the page was found to have; labels must still fit it."""
@@ -68,6 +99,15 @@ class SheetSpec:
                 f"{len(self.labels)} labels for the {rows}x{cols} grid found on the sheet",
             )
         return _expanded(replace(self, rows=rows, cols=cols))
+
+
+def layout_from(metadata: dict[str, str]) -> str:
+    layout = metadata.get("layout", "auto").strip().lower()
+    if layout not in LAYOUTS:
+        raise InvalidInput(
+            "bad_metadata", f"layout={metadata['layout']!r} is not one of {list(LAYOUTS)}"
+        )
+    return layout
 
 
 def _expanded(spec: SheetSpec) -> SheetSpec:
@@ -201,7 +241,11 @@ def sheet_spec_from(
             )
         metadata = {**metadata, **manifest}
 
-    grid = optional_grid_for(filename, metadata)
+    page_layout = layout_from(metadata)
+    if page_layout == "free" and "grid" in metadata:
+        raise InvalidInput("bad_metadata", "layout=free reads symbols: give no grid with it")
+    # A free-form page reads symbols: a grid in its file name does not apply.
+    grid = None if page_layout == "free" else optional_grid_for(filename, metadata)
     rows, cols = grid if grid is not None else (None, None)
 
     label_sources = [name for name in ("labels", "row-labels", "label") if name in metadata]
@@ -242,5 +286,6 @@ def sheet_spec_from(
         labels=tuple(labels),
         square=square_from(metadata),
         label_layout=layout,
+        layout=page_layout,
     )
     return _expanded(spec)

@@ -90,19 +90,38 @@ def estimate_tilt(mask: Mask) -> Tilt:
     return Tilt(round(angles[0], 2), round(angles[1], 2))
 
 
+def _level_map(tilt: Tilt, shape: tuple[int, int]) -> tuple[float, ...]:
+    """The affine Pillow's transform takes: each levelled pixel (x', y') back to the page."""
+    r, c = math.radians(tilt.rows), math.radians(tilt.cols)
+    det = math.cos(r - c)
+    height, width = shape
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    a, b = math.cos(r) / det, math.sin(c) / det
+    d, e = -math.sin(r) / det, math.cos(c) / det
+    return (a, b, cx - a * cx - b * cy, d, e, cy - d * cx - e * cy)
+
+
 def level(ink: Gray, tilt: Tilt) -> Gray:
     """Turn rows and columns upright about the page centre: a rotation when both lean alike,
     a shear correction when they do not. New coordinates are the projections that were
     sharpest: x' = x cos(c) - y sin(c), y' = x sin(r) + y cos(r)."""
-    r, c = math.radians(tilt.rows), math.radians(tilt.cols)
-    det = math.cos(r - c)
     height, width = ink.shape
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    # Pillow's affine maps each output pixel (x', y') back to its input (x, y).
-    a, b = math.cos(r) / det, math.sin(c) / det
-    d, e = -math.sin(r) / det, math.cos(c) / det
-    data = (a, b, cx - a * cx - b * cy, d, e, cy - d * cx - e * cy)
     levelled = Image.fromarray(ink, mode="F").transform(
-        (width, height), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR
+        (width, height),
+        Image.Transform.AFFINE,
+        _level_map(tilt, (height, width)),
+        resample=Image.Resampling.BILINEAR,
     )
     return np.asarray(levelled, dtype=np.float32)
+
+
+def unlevel_box(
+    box: tuple[int, int, int, int], tilt: Tilt, shape: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """A (top, left, bottom, right) box of the levelled page as the box around its corners on
+    the page before levelling."""
+    a, b, c, d, e, f = _level_map(tilt, shape)
+    top, left, bottom, right = box
+    xs = [a * x + b * y + c for x in (left, right) for y in (top, bottom)]
+    ys = [d * x + e * y + f for x in (left, right) for y in (top, bottom)]
+    return min(ys), min(xs), max(ys), max(xs)

@@ -6,6 +6,9 @@ expected shape and the cell's empty/inked state matches the truth) and the accur
 model on the inked cells whose label is a class the model knows, twice: on the sheet's stack
 normalized in one call, and "via tiles", the way a cell reaches the dataset and batch
 predictions (an 8-bit tile PNG, then `normalize_tile` on its own).
+
+A second table scores free-form pages (no grid: symbols in lines, scattered, photographed)
+with the library's symbol detector; see tessera_dev.evaluation.pages.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from tessera.imaging.decode import decode_image, encode_png
 from tessera.imaging.normalize import normalize_tile, to_vectors
 from tessera.serving.model import OnnxClassifier
 from tessera.sheets.cutting import cut_sheet
-from tessera_dev.samples import data_dir, mnist
+from tessera_dev.evaluation.pages import (
+    PAGE_KINDS,
+    PageResult,
+    default_detector,
+    evaluate_pages,
+    format_table,
+    page_table,
+    summary,
+    totals,
+)
+from tessera_dev.samples import Glyphs, data_dir, mnist
 from tessera_dev.synthetic import SheetStyle, make_sheet
 
 SEED_ROWS = ("x", "y", "z", "t", "1", "2", "3", "4", "5", "6")
@@ -173,11 +186,22 @@ def _table(results: list[SheetResult]) -> str:
         "seconds",
         "note",
     ]
-    rows = [header] + [r.row() for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, [r.row() for r in results])
+
+
+def _free_form(glyphs: Glyphs | None, pages: int, model: OnnxClassifier) -> list[PageResult]:
+    """The free-form table and its totals, when there are test digits and a detector."""
+    if not pages:
+        return []
+    detector = default_detector()
+    if glyphs is None or detector is None:
+        missing = "MNIST test digits" if glyphs is None else "free-form reader in cut_sheet"
+        print(f"free-form pages: skipped, no {missing}")
+        return []
+    results = evaluate_pages(model, count=pages, seed=0, detector=detector, glyphs=glyphs)
+    print(page_table(results))
+    print(summary(results))
+    return results
 
 
 def main(argv: list[str]) -> int:
@@ -189,6 +213,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--generated", type=int, default=6, help="generated sheets to make")
     parser.add_argument("--rows", type=int, default=12)
     parser.add_argument("--cols", type=int, default=16)
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=len(PAGE_KINDS),
+        help="free-form pages to make, cycling through their kinds (default: each once; 0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="also print one JSON summary line")
     args = parser.parse_args(argv)
     folder = args.data or data_dir()
@@ -210,8 +240,10 @@ def main(argv: list[str]) -> int:
             evaluate_sheet(seed.name, image, expected=(10, 10), labels=labels, model=model)
         )
     mnist_dir = folder / "mnist"
-    if args.generated and (mnist_dir / "t10k-images-idx3-ubyte.gz").exists():
+    test: Glyphs | None = None
+    if (mnist_dir / "t10k-images-idx3-ubyte.gz").exists():
         test = mnist(mnist_dir, split="test")
+    if args.generated and test is not None:
         per_sheet = args.rows * args.cols
         for index in range(args.generated):
             offset = index * per_sheet
@@ -245,6 +277,12 @@ def main(argv: list[str]) -> int:
             f"generated sheets: {cut:.2%} of cells cut correctly, {accuracy:.2%} classified "
             f"({via_tiles:.2%} via tiles)"
         )
+    pages = _free_form(test, args.pages, model)
     if args.json:
-        print(json.dumps([r.__dict__ for r in results], default=str))
+        line = {
+            "sheets": [r.__dict__ for r in results],
+            "pages": [r.__dict__ for r in pages],
+            "pages_totals": totals(pages) if pages else None,
+        }
+        print(json.dumps(line, default=str))
     return 0
