@@ -45,8 +45,11 @@ NOISE_SPECKS = 1000
 NOISE_RATIO = 50
 # Past this many candidate pieces (after specks) the page is noise, not writing.
 MAX_PIECES = 6000
-# Horizontal or vertical runs longer than this share of the page side are ruled lines or edges.
-LINE_RUN_SHARE = 0.3
+# Horizontal runs longer than this share of the page's width are rulings (a notebook's lines,
+# faint and broken, show in pieces of this length); vertical ones, margins and page edges,
+# span more of its height, so a tall thin "1" on a small photo is not taken for one.
+LINE_RUN_SHARE = 0.12
+VERTICAL_RUN_SHARE = 0.3
 MIN_LINE_RUN = 40
 # ...and no thicker than this share of the page side (a thick pen stroke is not a ruling).
 LINE_THICKNESS_SHARE = 0.01
@@ -73,18 +76,18 @@ class SymbolLayout:
     components: Components  # of the mask with rulings erased; symbols name their members
 
 
-def erase_rulings(mask: Mask) -> tuple[Mask, int]:
+def erase_rulings(mask: Mask, scale: float = 0.0) -> tuple[Mask, int]:
     """The mask without long thin horizontal and vertical strokes (notebook rulings, margins,
     page edges), and how many line pixels went. Strokes crossing a ruling lose a sliver, which
-    the joining step mends."""
+    the joining step mends. With the symbol scale known, a horizontal run of one and a half
+    symbols is long enough (a faint ruling shows in pieces), but never under MIN_LINE_RUN."""
     height, width = mask.shape
-    line_pixels = _long_thin_runs(
-        mask, min_run=max(MIN_LINE_RUN, int(width * LINE_RUN_SHARE)), side=height
-    )
-    vertical = _long_thin_runs(
-        mask.T, min_run=max(MIN_LINE_RUN, int(height * LINE_RUN_SHARE)), side=width
-    )
-    line_pixels |= vertical.T
+    across = max(MIN_LINE_RUN, int(width * LINE_RUN_SHARE))
+    if scale > 0:
+        across = max(MIN_LINE_RUN, min(across, int(1.5 * scale)))
+    down = max(MIN_LINE_RUN, int(height * VERTICAL_RUN_SHARE))
+    line_pixels = _long_thin_runs(mask, min_run=across, side=height)
+    line_pixels |= _long_thin_runs(mask.T, min_run=down, side=width).T
     return mask & ~line_pixels, int(line_pixels.sum())
 
 
@@ -133,9 +136,12 @@ def find_symbols(mask: Mask, shade: Gray | None = None) -> SymbolLayout:
     """Group a levelled page's ink mask into symbols in reading order (see the module).
     `shade`, the page's ink before its light was flattened, shows stains and shadows that
     flattening reduced to their rims: a symbol's box is mostly paper there."""
-    height, width = mask.shape
     rejected: Counter[str] = Counter()
-    cleaned, line_pixels = erase_rulings(mask)
+    # A first look at the scale, from the ink as it is, lets the rulings be found by it.
+    raw = label_components(mask)
+    raw_heights = raw.bottom - raw.top
+    first_scale = _symbol_scale(raw_heights[raw.area >= 6], _smallest(mask))
+    cleaned, line_pixels = erase_rulings(mask, first_scale)
     if line_pixels:
         rejected["ruled_line"] += 1
     components = label_components(cleaned)
@@ -150,7 +156,7 @@ def find_symbols(mask: Mask, shade: Gray | None = None) -> SymbolLayout:
     if int(candidate.sum()) > MAX_PIECES:
         rejected["noise"] += int(candidate.sum())
         return SymbolLayout([], [], _nonzero(rejected), 0.0, 0.0, components)
-    smallest = max(MIN_SCALE, round(max(height, width) * MIN_SCALE_SHARE))
+    smallest = _smallest(mask)
     scale = _symbol_scale(heights[candidate], smallest)
     if scale <= 0:
         return SymbolLayout([], [], _nonzero(rejected), 0.0, 0.0, components)
@@ -209,6 +215,10 @@ def find_symbols(mask: Mask, shade: Gray | None = None) -> SymbolLayout:
 
 def _nonzero(counts: Counter[str]) -> dict[str, int]:
     return {reason: count for reason, count in sorted(counts.items()) if count}
+
+
+def _smallest(mask: Mask) -> int:
+    return max(MIN_SCALE, round(int(max(mask.shape)) * MIN_SCALE_SHARE))
 
 
 def _symbol_scale(heights: Ints, smallest: int) -> float:
@@ -311,13 +321,15 @@ def _join_rules(
     near = (gap_x <= 0.12 * scale) & (gap_y <= 0.12 * scale)
     touching_small = (small_a ^ small_b) & near & ~specks
     # Strokes one above the other with a small gap: a pen lifted mid-stroke, a 5's flag.
-    stacked = (x_overlap >= 0.4 * narrower) & (gap_y <= 0.35 * scale) & ~specks
+    # Printed lines one above the other are short pieces: one piece must be tall.
+    tall = np.maximum(height_a, height_b) >= 0.3 * scale
+    stacked = (x_overlap >= 0.4 * narrower) & (gap_y <= 0.35 * scale) & ~specks & tall
     # A glyph broken top to bottom (a 4 whose bar missed its stem): two tall pieces nearly
-    # touching side by side, one of them narrow, together no wider than a symbol.
+    # touching side by side, one of them narrowish, together no wider than a symbol.
     joined_h = np.maximum(bottom[a], bottom[b]) - np.minimum(top[a], top[b])
     joined_w = np.maximum(right[a], right[b]) - np.minimum(left[a], left[b])
-    beside = (gap_x <= 0.08 * scale) & (y_overlap > 0.5 * shorter) & (narrower < 0.4 * scale)
-    side_by_side = beside & (joined_w <= 0.9 * scale)
+    beside = (gap_x <= 0.08 * scale) & (y_overlap > 0.5 * shorter) & (narrower < 0.6 * scale)
+    side_by_side = beside & (joined_w <= 1.2 * scale)
     fits = (joined_h <= 1.5 * scale) & (joined_w <= 1.6 * scale)
     join = (stacked | overlapping | touching_small | side_by_side) & fits
     return join, gap_y + gap_x
