@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image
@@ -139,3 +139,45 @@ def test_layout_grid_keeps_a_gap_grid_that_auto_reads_as_symbols(
     with pytest.raises(InvalidInput) as caught:
         cut_sheet(page.image, layout="columns")
     assert caught.value.code == "bad_metadata"
+
+
+def test_a_page_of_printed_text_only_has_no_symbols() -> None:
+    canvas = Image.new("L", (900, 700), 255)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=20)
+    for line in range(15):
+        draw.text((40, 40 + line * 40), "the quick brown fox jumps over 12 lazy dogs", font=font)
+    with pytest.raises(InvalidInput) as caught:
+        cut_free(np.asarray(canvas, dtype=np.float32) / 255.0)
+    assert caught.value.code == "no_symbols" and "printed_text" in caught.value.message
+
+
+def test_symbols_written_touching_are_cut_apart(ink: tuple[np.ndarray, np.ndarray]) -> None:
+    page = free_page(*ink, [4, 4], seed=9)
+    # The second symbol of the second line is rubbed out and the first (a 4) written again
+    # right against itself: two symbols touching, one piece of ink twice a symbol wide.
+    (t0, l0, b0, r0), (t1, l1, b1, r1) = page.boxes[4], page.boxes[5]
+    page.image[t1:b1, l1:r1] = 1.0
+    copy = page.image[t0:b0, l0:r0].copy()
+    target = page.image[t0:b0, r0 - 2 : r0 - 2 + (r0 - l0)]
+    np.minimum(target, copy, out=target)
+    cutting = cut_free(page.image)
+    assert cutting.line_counts == [4, 4]
+    assert cutting.layout.rejected.get("touching_split") == 1
+    first, second = cutting.boxes[4], cutting.boxes[5]
+    assert abs(first[3] - (r0 - 1)) <= 3 and abs(second[1] - (r0 - 1)) <= 3
+
+
+def test_a_symbol_cut_by_the_page_edge_is_flagged(ink: tuple[np.ndarray, np.ndarray]) -> None:
+    page = free_page(*ink, [4], seed=10)
+    _, left, _, right = page.boxes[0]
+    cutting = cut_free(page.image[:, left + (right - left) // 3 :])
+    symbols = cutting.manifest()["symbols"]
+    assert isinstance(symbols, list) and symbols[0].get("cut_by_edge") is True
+    assert not any(s.get("cut_by_edge") for s in symbols[1:])
+
+
+def test_an_image_one_pixel_high_is_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        cut_free(np.ones((1, 500), dtype=np.float32))
+    assert caught.value.code == "image_too_small"

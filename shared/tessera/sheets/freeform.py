@@ -18,7 +18,7 @@ from tessera.imaging.connected_components import Mask
 from tessera.imaging.decode import Gray
 from tessera.imaging.normalize import normalize_ink
 from tessera.sheets.lines import line_angle
-from tessera.sheets.symbols import SymbolLayout, find_symbols, symbol_labels
+from tessera.sheets.symbols import SymbolLayout, component_image, find_symbols
 from tessera.sheets.tiles import Tile
 from tessera.sheets.tilt import MIN_SKEW_DEGREES, Tilt, level, unlevel_box
 
@@ -39,6 +39,8 @@ class SymbolCutting:
     skew_degrees: float
     page: Gray = field(repr=False)
     _tiles: list[Tile] = field(repr=False)
+    # Symbols touching the page's edge may be cut off by it: said, not guessed.
+    cut_by_edge: list[bool] = field(default_factory=list)
     grid_source: str = "symbols"
 
     @property
@@ -98,7 +100,8 @@ class SymbolCutting:
             "lines": self.line_counts,
             "symbols": [
                 {"line": tile.row, "position": tile.col, "box": list(box)}
-                for tile, box in zip(self._tiles, self.boxes, strict=True)
+                | ({"cut_by_edge": True} if edge else {})
+                for tile, box, edge in zip(self._tiles, self.boxes, self.cut_by_edge, strict=True)
             ],
             "detection_score": self.layout.score,
             "rejected": self.layout.rejected,
@@ -146,16 +149,17 @@ def cut_symbols(
             + (f" (set aside: {rejected})" if rejected else "")
             + "; for a grid sheet set metadata grid=ROWSxCOLS",
         )
-    labels = symbol_labels(layout, mask.shape)
+    pieces = component_image(layout.components, mask.shape)
     tiles = []
     boxes = []
+    edges: list[bool] = []
     height, width = mask.shape
     source_h, source_w = source_shape
-    for number, symbol in enumerate(layout.symbols):
+    for symbol in layout.symbols:
         top, left, bottom, right = symbol.box
         t, lft = max(0, top - _MARGIN), max(0, left - _MARGIN)
         b, r = min(height, bottom + _MARGIN), min(width, right + _MARGIN)
-        own = _dilate(labels[t:b, lft:r] == number + 1)
+        own = _dilate(np.isin(pieces[t:b, lft:r], np.array(symbol.members) + 1))
         tiles.append(
             Tile(
                 row=symbol.line,
@@ -165,6 +169,7 @@ def cut_symbols(
         )
         found = unlevel_box(symbol.box, tilt, mask.shape) if levelled else symbol.box
         y0, x0, y1, x1 = (value / scale for value in found)
+        edges.append(y0 <= 1 or x0 <= 1 or y1 >= source_h - 1 or x1 >= source_w - 1)
         boxes.append(
             (
                 int(np.clip(np.floor(y0), 0, source_h)),
@@ -174,7 +179,12 @@ def cut_symbols(
             )
         )
     return SymbolCutting(
-        layout=layout, boxes=boxes, skew_degrees=tilt.degrees, page=values, _tiles=tiles
+        layout=layout,
+        boxes=boxes,
+        skew_degrees=tilt.degrees,
+        page=values,
+        _tiles=tiles,
+        cut_by_edge=edges,
     )
 
 

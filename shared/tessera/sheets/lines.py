@@ -4,6 +4,7 @@ mended across wide gaps and ordered top to bottom; and the lean the lines show."
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -104,3 +105,25 @@ def line_angle(layout: SymbolLayout) -> float:
     if not slopes:
         return 0.0
     return float(np.degrees(np.arctan(-np.median(slopes))))
+
+
+# A line of at least this many symbols whose median gap is under this share of their median
+# height is printed text: type sets letters a tenth of a letter apart, a hand spaces symbols.
+PRINTED_MIN_SYMBOLS = 8
+PRINTED_GAP_SHARE = 0.15
+
+
+def printed_lines(ordered: list[FoundSymbol]) -> set[int]:
+    """The lines (numbers, of `ordered` in reading order) that are printed text."""
+    by_line: dict[int, list[FoundSymbol]] = {}
+    for symbol in ordered:
+        by_line.setdefault(symbol.line, []).append(symbol)
+    printed = set()
+    for number, members in by_line.items():
+        if len(members) < PRINTED_MIN_SYMBOLS:
+            continue
+        gaps = [b.box[1] - a.box[3] for a, b in pairwise(members)]
+        height = float(np.median([s.box[2] - s.box[0] for s in members]))
+        if float(np.median(gaps)) < PRINTED_GAP_SHARE * height:
+            printed.add(number)
+    return printed
