@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +28,7 @@ from tessera.imaging.connected_components import Components, Ints, Mask, label_c
 from tessera.imaging.decode import Gray
 from tessera.sheets.lines import printed_lines, reading_order
 from tessera.sheets.rejects import MAX_RUNS_PER_ROW, against, blots, busy, dark, runs_per_row
+from tessera.sheets.touching import split_touching
 
 # Pieces of ink at least this tall (as a share of the symbol scale) are symbols on their own;
 # smaller ones join a symbol they touch or are rejected as small (printed text, dots).
@@ -36,10 +36,6 @@ MIN_SYMBOL_SHARE = 0.45
 # A symbol taller than this many symbol heights, or wider than the width share, is no symbol.
 MAX_SYMBOL_HEIGHTS = 3.0
 MAX_SYMBOL_WIDTHS = 5.0
-# A piece this many times as wide as it is tall is symbols written touching.
-TOUCHING_WIDTHS = 1.5
-# ...cut where fewer ink runs cross a column than this share of its typical column.
-TOUCH_INK_SHARE = 0.5
 # No symbol is read from fewer pixels than this (a 5000-cell sheet's digits are 14 tall), nor
 # from less than this share of the page's long side (5 mm writing on A4 is 1.7%).
 MIN_SCALE = 8
@@ -209,7 +205,7 @@ def find_symbols(mask: Mask, shade: Gray | None = None) -> SymbolLayout:
         # A page of specks with a few clumps among them is noise, not writing.
         rejected["noise"] += len(symbols)
         symbols = []
-    symbols, touching = _split_touching(symbols, components, scale)
+    symbols, touching = split_touching(symbols, components, scale)
     if touching:
         rejected["touching_split"] += touching
     ordered, counts = reading_order(symbols, scale)
@@ -369,62 +365,3 @@ def component_image(components: Components, shape: tuple[int, int]) -> NDArray[n
     image = np.zeros(shape, dtype=np.int32)
     image[rows, cols] = np.repeat(components.run_label.astype(np.int32) + 1, lengths)
     return image
-
-
-def _split_touching(
-    symbols: list[FoundSymbol], components: Components, scale: float
-) -> tuple[list[FoundSymbol], int]:
-    """Symbols written touching each other, read as one wide piece, cut apart where their ink is
-    thinnest, into as many as their width holds; and how many were split."""
-    out: list[FoundSymbol] = []
-    split = 0
-    # The page's own symbols say how wide one is (with a few to go by).
-    page_width = (
-        float(np.median([s.box[3] - s.box[1] for s in symbols])) if len(symbols) >= 5 else 0.0
-    )
-    for symbol in symbols:
-        top, left, bottom, right = symbol.box
-        width, height = right - left, bottom - top
-        # A single digit is at most about 1.3 times as wide as it is tall, and under twice
-        # 1.8 times the page's typical width; symbols written touching are wider.
-        typical = max(page_width, 0.5 * height) if page_width else 0.75 * height
-        limit = min(TOUCHING_WIDTHS * height, 1.8 * typical)
-        parts = round(width / typical)
-        if width < limit or width < 0.9 * scale or parts < 2:
-            out.append(symbol)
-            continue
-        profile = _column_profile(components, symbol.members, left, right)
-        inked = float(np.median(profile[profile > 0])) if profile.any() else 0.0
-        cuts = [left]
-        for k in range(1, parts):
-            guess = round(k * width / parts)
-            lo, hi = (
-                max(1, guess - int(0.25 * typical)),
-                min(int(width) - 1, guess + int(0.25 * typical)),
-            )
-            at = lo + int(np.argmin(profile[lo : hi + 1]))
-            # Where two symbols touch, little ink crosses: a wide symbol's middle has more.
-            if profile[at] <= TOUCH_INK_SHARE * inked:
-                cuts.append(left + at)
-        cuts.append(right)
-        if len(cuts) == 2:
-            out.append(symbol)
-            continue
-        for a, b in pairwise(cuts):
-            out.append(FoundSymbol(box=(top, a, bottom, b), members=symbol.members))
-        split += 1
-    return out, split
-
-
-def _column_profile(
-    components: Components, members: tuple[int, ...], left: int, right: int
-) -> NDArray[np.int64]:
-    """Ink per column of [left, right) of the member components."""
-    chosen = np.isin(components.run_label, members)
-    starts = np.clip(components.run_start[chosen], left, right) - left
-    ends = np.clip(components.run_end[chosen], left, right) - left
-    marks = np.zeros(right - left + 1, dtype=np.int64)
-    np.add.at(marks, starts, 1)
-    np.add.at(marks, ends, -1)
-    profile: NDArray[np.int64] = np.cumsum(marks)[:-1]
-    return profile
