@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+from PIL import Image
 
 from functions.batch_predict.handler import lambda_handler as batch_handler
 from tessera.dataset import decode_row, shard_key_for_tile
@@ -71,3 +72,31 @@ def test_a_sheet_for_an_unknown_model_is_quarantined_with_its_reason(
     reason = json.loads(served.store.get(f"quarantine/{key}.reason.json").body)
     assert reason["code"] == "model_not_found" and "letters" in reason["message"]
     assert served.store.head(f"predictions/{key}.json") is None
+
+
+def test_an_upside_down_sheet_is_predicted_as_given_and_said_to_be_upside_down(
+    served: Served, digits: Glyphs
+) -> None:
+    # GIVEN the same 3x10 sheet of digits dropped once as written and once turned over
+    sheet = render_sheet(digits.ink[:30], cols=10)
+    turned = Image.open(io.BytesIO(sheet)).rotate(180)
+    buffer = io.BytesIO()
+    turned.save(buffer, format="PNG")
+    served.store.put("incoming/predict/digits/upright-3x10.png", sheet)
+    served.store.put("incoming/predict/digits/turned-3x10.png", buffer.getvalue())
+
+    # WHEN both are predicted
+    for name in ("upright", "turned"):
+        event = batch_of(sqs_event_for(BUCKET, f"incoming/predict/digits/{name}-3x10.png"))
+        assert batch_handler(event, CONTEXT) == {"batchItemFailures": []}
+
+    # THEN only the turned one carries an upside_down warning, and it is still predicted
+    upright = json.loads(
+        served.store.get("predictions/incoming/predict/digits/upright-3x10.png.json").body
+    )
+    flipped = json.loads(
+        served.store.get("predictions/incoming/predict/digits/turned-3x10.png.json").body
+    )
+    assert "warnings" not in upright
+    assert [w["code"] for w in flipped["warnings"]] == ["upside_down"]
+    assert len(flipped["cells"]) == 30 and all(c["label"] is not None for c in flipped["cells"])

@@ -82,6 +82,35 @@ def predict_tiles(
     return results
 
 
+# A page whose symbols the model reads this much more surely when turned over is upside down.
+UPSIDE_DOWN_GAIN = 0.15
+
+
+def upside_down(
+    model: OnnxClassifier, tiles: list[Gray], found: list[dict[str, Any] | None]
+) -> dict[str, str] | None:
+    """A warning when the page reads far more surely turned by 180 degrees: predictions are
+    kept as read (a guess would be silent), and the warning says what to do."""
+    upright = [p["confidence"] for p in found if p is not None]
+    if len(upright) < 3:
+        return None
+    flipped = predict_tiles(
+        model, [np.ascontiguousarray(tile[::-1, ::-1]) for tile in tiles], top_k=1
+    )
+    turned = [p["confidence"] for p in flipped if p is not None]
+    before, after = float(np.mean(upright)), float(np.mean(turned)) if turned else 0.0
+    if after - before < UPSIDE_DOWN_GAIN:
+        return None
+    return {
+        "code": "upside_down",
+        "message": (
+            f"the page reads more surely turned upside down (mean confidence {after:.2f} "
+            f"against {before:.2f} as it is): the predictions are as the page was given; "
+            "turn it and drop it again"
+        ),
+    }
+
+
 def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
     refused = too_large(store, key)
     if refused is not None:
@@ -103,7 +132,8 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
     empty = set(cutting.empty)
     tiles = cutting.tiles
     inked = [i for i, tile in enumerate(tiles) if (tile.row, tile.col) not in empty]
-    found = predict_tiles(model, [as_stored_tile(tiles[i].pixels) for i in inked])
+    stored = [as_stored_tile(tiles[i].pixels) for i in inked]
+    found = predict_tiles(model, stored)
     predictions: list[dict[str, Any] | None] = [None] * len(tiles)
     for index, prediction in zip(inked, found, strict=True):
         predictions[index] = prediction
@@ -127,6 +157,9 @@ def predict_sheet_object(store: ObjectStore, key: str) -> Outcome:
         content_type="image/png",
     )
     document = {**header, **document, "overlay": overlay_key(target + ".json")}
+    turned = upside_down(model, stored, found)
+    if turned is not None:
+        document["warnings"] = [turned]
     store.put_json(target + ".json", document)
     store.put(target + ".csv", _csv(rows_out, fields).encode(), content_type="text/csv")
     return Outcome(
