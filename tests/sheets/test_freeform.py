@@ -181,3 +181,15 @@ def test_an_image_one_pixel_high_is_refused() -> None:
     with pytest.raises(InvalidInput) as caught:
         cut_free(np.ones((1, 500), dtype=np.float32))
     assert caught.value.code == "image_too_small"
+
+
+def test_a_given_grid_on_hand_placed_rows_is_read_from_the_symbols(
+    ink: tuple[np.ndarray, np.ndarray],
+) -> None:
+    page = free_page(*ink, [5, 5, 5], seed=11, size=(900, 520))
+    # Told 3x5, with no ruling and gaps too irregular for a grid: the symbols are the cells.
+    cutting = cut_sheet(page.image, 3, 5)
+    assert isinstance(cutting, SymbolCutting)
+    assert_read_as_written(cutting, page)
+    # A grid that the symbols do not make is cut evenly, as before.
+    assert cut_sheet(page.image, 2, 5).grid_source == "given"

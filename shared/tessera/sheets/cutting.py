@@ -6,6 +6,7 @@ Serving imports this too, so it depends on numpy and Pillow only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -215,6 +216,15 @@ def cut_sheet(
             unnamed = rows is None and cols is None and layout == "auto"
             if unnamed and not grid_holds_symbols(row_edges, col_edges, mask):
                 return symbols()
+    given = rows is not None and cols is not None
+    found_shape = (len(row_edges) - 1, len(col_edges) - 1)
+    if given and (source == "given" or (source == "gaps" and found_shape != (rows, cols))):
+        # Hand-placed rows with the grid given and no ruling to place it: when the symbols
+        # found make that grid, they are its cells (equal cells over the page cut them).
+        assert rows is not None and cols is not None
+        placed = _symbols_in_grid(symbols, rows, cols) if mask.any() else None
+        if placed is not None:
+            return placed
     # The given grid wins; found edges are kept only along an axis where they agree with it.
     if rows is not None and len(row_edges) - 1 != rows:
         row_edges, source = equal_edges(height, rows), "given"
@@ -278,6 +288,17 @@ def grid_holds_symbols(row_edges: Ints, col_edges: Ints, mask: Mask) -> bool:
         if share < 0.85:
             misplaced += 1
     return misplaced <= 0.02 * len(found)
+
+
+def _symbols_in_grid(
+    read: Callable[[], SymbolCutting], rows: int, cols: int
+) -> SymbolCutting | None:
+    """The page read as symbols, when they make exactly the grid given (rows lines of cols)."""
+    try:
+        cutting = read()
+    except InvalidInput:
+        return None
+    return cutting if cutting.line_counts == [cols] * rows else None
 
 
 def cut_free(image: Gray) -> SymbolCutting:
