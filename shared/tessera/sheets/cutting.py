@@ -266,14 +266,15 @@ GAP_GRID_CHECKED_CELLS = 1000
 
 
 def grid_holds_symbols(row_edges: Ints, col_edges: Ints, mask: Mask) -> bool:
-    """Whether the grid cuts no symbol: each symbol found on the page falls inside one cell
-    (the pieces of a glyph the detector did not join may share a cell)."""
+    """Whether the grid cuts no symbol and holds one per cell: each symbol found on the page
+    falls inside a cell of its own (a line of hand-placed symbols is no one-column grid)."""
     if (len(row_edges) - 1) * (len(col_edges) - 1) > GAP_GRID_CHECKED_CELLS:
         return True
     found = find_symbols(mask).symbols
     if not found:
         return True
     misplaced = 0
+    taken: set[tuple[int, int]] = set()
     for symbol in found:
         top, left, bottom, right = symbol.box
         row = int(np.searchsorted(row_edges, (top + bottom) / 2)) - 1
@@ -285,8 +286,9 @@ def grid_holds_symbols(row_edges: Ints, col_edges: Ints, mask: Mask) -> bool:
         inside_h = min(bottom, row_edges[row + 1]) - max(top, row_edges[row])
         inside_w = min(right, col_edges[col + 1]) - max(left, col_edges[col])
         share = max(0, inside_h) * max(0, inside_w) / max(1, (bottom - top) * (right - left))
-        if share < 0.85:
+        if share < 0.85 or (row, col) in taken:
             misplaced += 1
+        taken.add((row, col))
     return misplaced <= 0.02 * len(found)
 
 

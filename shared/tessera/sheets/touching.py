@@ -36,9 +36,9 @@ def split_touching(
         top, left, bottom, right = symbol.box
         width, height = right - left, bottom - top
         # A single digit is at most about 1.3 times as wide as it is tall, and under twice
-        # 1.8 times the page's typical width; symbols written touching are wider.
+        # twice the page's typical width; symbols written touching are wider.
         typical = max(page_width, 0.5 * height) if page_width else 0.75 * height
-        limit = min(TOUCHING_WIDTHS * height, 1.8 * typical)
+        limit = min(TOUCHING_WIDTHS * height, 2.0 * typical)
         parts = round(width / typical)
         if width < limit or width < 0.9 * scale or parts < 2:
             out.append(symbol)

@@ -11,12 +11,11 @@ line holds nothing else.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +23,8 @@ from numpy.typing import NDArray
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image
 from tessera.imaging.normalize import model_input, normalize_tile
-from tessera.sheets import cutting
+from tessera.sheets.cutting import cut_sheet
+from tessera.sheets.freeform import SymbolCutting
 from tessera_dev.samples import Glyphs, data_dir, mnist
 from tessera_dev.synthetic_pages import (
     PageStyle,
@@ -119,21 +119,20 @@ class Detected:
     pixels: NDArray[Any]
 
 
-def default_detector() -> Detector | None:
-    """The library's free-form reading, `cut_sheet(image, layout="free")`, as a detector; None
-    while cut_sheet has no such layout. Looked up at run time: the reader is being written
-    beside this evaluation, and a page it finds nothing on (`no_symbols`) scores as all missed."""
-    cut_sheet = cast(Any, cutting.cut_sheet)
-    if "layout" not in inspect.signature(cut_sheet).parameters:
-        return None
+def default_detector() -> Detector:
+    """The library's reading of a page dropped with no metadata, `cut_sheet(image)`, as a
+    detector: a free-form page must come back read as symbols. A page read as a grid, or on
+    which nothing is found (`no_symbols`), scores as all missed."""
 
     def detect(image: NDArray[np.float32]) -> list[Detected]:
         try:
-            cut = cut_sheet(image, layout="free")
+            cut = cut_sheet(image)
         except InvalidInput:
             return []
+        if not isinstance(cut, SymbolCutting):
+            return []
         return [
-            Detected(tile.row, tile.col, tuple(box), tile.pixels)
+            Detected(tile.row, tile.col, box, tile.pixels)
             for tile, box in zip(cut.tiles, cut.boxes, strict=True)
         ]
 
