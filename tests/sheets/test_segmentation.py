@@ -104,9 +104,20 @@ def test_an_all_black_photo_is_a_blank_page() -> None:
     assert caught.value.code == "blank_page"
 
 
-def test_a_blank_page_with_a_given_grid_is_all_empty_cells() -> None:
-    cutting = cut_sheet(np.ones((100, 100), dtype=np.float32), 2, 2)
-    assert len(cutting.empty) == 4 and cutting.inked == []
+def test_a_page_whose_every_cell_is_empty_is_a_blank_page() -> None:
+    # A blank page with its grid given, and a printed grid nobody wrote in: nothing to read,
+    # said as such rather than a manifest of empty cells.
+    with pytest.raises(InvalidInput) as caught:
+        cut_sheet(np.ones((100, 100), dtype=np.float32), 2, 2)
+    assert caught.value.code == "blank_page"
+    page = Image.new("L", (600, 600), 255)
+    draw = ImageDraw.Draw(page)
+    for i in range(11):
+        draw.line((50, 50 + i * 50, 550, 50 + i * 50), fill=0, width=2)
+        draw.line((50 + i * 50, 50, 50 + i * 50, 550), fill=0, width=2)
+    with pytest.raises(InvalidInput) as caught:
+        cut_sheet(np.asarray(page, dtype=np.float32) / 255.0)
+    assert caught.value.code == "blank_page" and "10x10" in caught.value.message
 
 
 def test_a_grid_too_dense_for_the_resolution_is_refused() -> None:

@@ -243,7 +243,7 @@ def cut_sheet(
         line_pixels |= along_lines(ruled.vertical.T, lefts, row_edges).T
         ink = np.where(line_pixels, 0.0, ink).astype(np.float32)
         values = np.where(line_pixels, 0.0, values).astype(np.float32)
-    return _cells(
+    cut = _cells(
         ink,
         values,
         shown,
@@ -258,6 +258,13 @@ def cut_sheet(
         rows=found_rows,
         cols=found_cols,
     )
+    if not cut.inked:
+        raise InvalidInput(
+            "blank_page",
+            f"a {cut.rows}x{cut.cols} grid ({cut.grid_source}) was found but every cell is "
+            "empty: nothing on the sheet to read",
+        )
+    return cut
 
 
 # A gap grid of more cells than this is a printed or ruled-less grid sheet, never hand-placed
