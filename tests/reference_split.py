@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from tessera.imaging.decode import Gray
-from tessera.sheets.cutting import Tile, check_grid_fits
+from tessera.sheets.cutting import check_grid_fits
+from tessera.sheets.tiles import Tile
 
 
 def split_image(image: Gray, rows: int, cols: int, *, should_square: bool = False) -> list[Tile]:

@@ -102,6 +102,9 @@ class Limits:
     max_api_instances: int = 1_000
     max_api_image_pixels: int = 16_000_000
     max_similar_instances: int = 32
+    # Symbols the API reads off one page: each answer carries its top-k, and the answer must
+    # stay far inside Lambda's 6 MB response; bigger pages go to batch predictions.
+    max_api_page_symbols: int = 300
 
 
 @dataclass(frozen=True, kw_only=True)

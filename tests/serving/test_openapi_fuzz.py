@@ -31,6 +31,7 @@ from tessera.config import PIPELINE
 from tessera_dev.local.api import proxy_event
 from tessera_dev.local.pump import lambda_context
 from tests.serving.conftest import Served
+from tests.sheets.free_pages import font_digits, free_page
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 # POST /train is not the inference function's: API Gateway starts Step Functions directly.
@@ -109,4 +110,38 @@ def test_the_api_keeps_its_documented_contract(
             negative_data_rejection,
         ],
         timeout=30,
+    )
+
+
+def _page_png(lines: list[int]) -> bytes:
+    return free_page(*font_digits(sum(lines) or 1), lines, seed=3).png()
+
+
+@pytest.mark.parametrize(
+    ("path", "lines", "status"),
+    [
+        ("/predict", [6, 6], 200),
+        ("/predict", [1], 200),
+        ("/predict", [], 400),
+        ("/similar", [6, 6], 200),
+    ],
+    ids=["predict-page", "predict-one-symbol", "predict-blank-page", "similar-page"],
+)
+def test_pages_are_answered_in_the_documented_shape(
+    bucket: Served, path: str, lines: list[int], status: int
+) -> None:
+    # GIVEN a photo-sized page of hand-placed symbols (or a blank one), as a raw PNG body
+    case = schema[path]["POST"].Case(body=_page_png(lines), media_type="image/png")
+    # WHEN it is sent through the handler
+    response = case.call(timeout=30)
+    # THEN the answer has the status expected and keeps to the document
+    assert response.status_code == status, response.text
+    case.validate_response(
+        response,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )

@@ -191,5 +191,7 @@ def test_a_given_grid_on_hand_placed_rows_is_read_from_the_symbols(
     cutting = cut_sheet(page.image, 3, 5)
     assert isinstance(cutting, SymbolCutting)
     assert_read_as_written(cutting, page)
-    # A grid that the symbols do not make is cut evenly, as before.
+    # A grid that the symbols do not make is cut evenly, as before, and so is any grid when
+    # layout=grid says never to read symbols.
     assert cut_sheet(page.image, 2, 5).grid_source == "given"
+    assert cut_sheet(page.image, 3, 5, layout="grid").grid_source == "given"

@@ -63,6 +63,8 @@ def _model_and_grid(
     model = validate_model_name(parts[0]) if len(parts) == 2 else PIPELINE.default_dataset
     metadata = check_metadata_keys(metadata, _KNOWN_METADATA)
     layout = layout_from(metadata)
+    if layout == "free" and "grid" in metadata:
+        raise InvalidInput("bad_metadata", "layout=free reads symbols: give no grid with it")
     grid = None if layout == "free" else optional_grid_for(parts[-1], metadata)
     return model, grid, square_from(metadata), layout
 

@@ -29,7 +29,13 @@ def quarantine_key(key: str) -> str:
 
 
 def quarantine(
-    store: ObjectStore, key: str, error: InvalidInput, *, stage: str, etag: str = ""
+    store: ObjectStore,
+    key: str,
+    error: InvalidInput,
+    *,
+    stage: str,
+    etag: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Copy a bad object under quarantine/ with a JSON reason beside it; return the reason key.
 
@@ -47,6 +53,7 @@ def quarantine(
             "stage": stage,
             "quarantined_at": datetime.now(UTC).isoformat(),
             **error.as_dict(),
+            **(extra or {}),
         },
     )
     return reason_key
@@ -60,9 +67,10 @@ def quarantined(
     stage: str,
     etag: str = "",
     status: str = "quarantined",
+    extra: dict[str, Any] | None = None,
 ) -> Outcome:
     """Quarantine `key` and say so: the outcome every step returns for unusable input."""
-    reason = quarantine(store, key, error, stage=stage, etag=etag)
+    reason = quarantine(store, key, error, stage=stage, etag=etag, extra=extra)
     return Outcome(key, status, {"reason_key": reason, **error.as_dict()})
 
 

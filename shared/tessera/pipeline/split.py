@@ -41,12 +41,21 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
         spec = sheet_spec_from(key, sheet.etag, sheet.metadata, labels_manifest)
         image = decode_image(sheet.body)
         cutting = cut_sheet(image, spec.rows, spec.cols, square=spec.square, layout=spec.layout)
+    except InvalidInput as error:
+        return quarantined(store, key, error, stage="split", etag=sheet.etag)
+    try:
         if isinstance(cutting, SymbolCutting):
             spec = spec.with_lines(cutting.line_counts)
         else:
             spec = spec.with_grid(cutting.rows, cutting.cols)
     except InvalidInput as error:
-        return quarantined(store, key, error, stage="split", etag=sheet.etag)
+        # The labels do not fit what was found: the overlay shows what was found, numbered.
+        picture = quarantine_key(key) + ".overlay.png"
+        captions: list[str | None] = [f"{tile.row},{tile.col}" for tile in cutting.tiles]
+        store.put(picture, render_overlay(cutting, captions), content_type="image/png")
+        return quarantined(
+            store, key, error, stage="split", etag=sheet.etag, extra={"overlay": picture}
+        )
 
     prefix = f"{PIPELINE.prefixes.tiles}{spec.dataset}/{spec.sheet_id}/"
     # Tiles hold the cleaned cell (ink bright on black, ruled lines gone); empty cells are
@@ -121,3 +130,5 @@ def _forget_quarantine(store: ObjectStore, key: str, etag: str) -> None:
     if isinstance(reason, dict) and reason.get("source_etag") == etag:
         store.delete(reason_key)
         store.delete(quarantine_key(key))
+        if "overlay" in reason:
+            store.delete(str(reason["overlay"]))

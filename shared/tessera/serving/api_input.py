@@ -212,15 +212,25 @@ def _features_and_shape(
         return np.stack([features_from_instance(item) for item in instances]), False, None
     inputs = {name: body[name] for name in _INPUT_FIELDS if name in body}
     if set(inputs) == {"image"}:
-        return _single_image(_decode_base64_image(inputs["image"]))
+        return _single_image(_decode_base64_image(inputs["image"]), max_instances=max_instances)
     return features_from_instance(inputs)[np.newaxis, :], True, None
 
 
-def _single_image(data: bytes) -> tuple[NDArray[np.float32], bool, list[Any] | None]:
-    """One image: one symbol gives today's single answer; a page of several, the list."""
+def _single_image(
+    data: bytes, *, max_instances: int
+) -> tuple[NDArray[np.float32], bool, list[Any] | None]:
+    """One image: one symbol gives today's single answer; a page of several, the list (no
+    longer than a request's instances may be, nor than the API reads off a page)."""
     features, places = read_image(data)
     if len(features) == 1:
         return features, True, None
+    limit = min(max_instances, PIPELINE.limits.max_api_page_symbols)
+    if len(features) > limit:
+        raise InvalidInput(
+            "too_many_symbols",
+            f"the page holds {len(features)} symbols; this route reads up to {limit} per "
+            "request: drop the page under incoming/predict/ for batch predictions",
+        )
     return features, False, places
 
 
@@ -310,7 +320,7 @@ def parse_request(
         settings = query_options
         model, version = _options(settings, options)
         k = _int_option(settings, k_option, default_k)
-        features, single, places = _single_image(data)
+        features, single, places = _single_image(data, max_instances=max_instances)
         return ApiRequest(
             features=features, model=model, version=version, k=k, single=single, symbols=places
         )

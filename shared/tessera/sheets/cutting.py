@@ -15,16 +15,15 @@ from numpy.typing import NDArray
 
 from tessera.config import PIPELINE
 from tessera.errors import InvalidInput
-from tessera.imaging.connected_components import Ints, Mask
+from tessera.imaging.connected_components import Ints
 from tessera.imaging.decode import Gray
 from tessera.imaging.ink import clean_ink
 from tessera.imaging.normalize import normalize_ink
 from tessera.sheets.document import flatten_page
 from tessera.sheets.freeform import SymbolCutting, cut_symbols
-from tessera.sheets.gaps import gap_grid
+from tessera.sheets.gaps import gap_grid, grid_holds_symbols
 from tessera.sheets.page import prepare_page
 from tessera.sheets.ruling import along_lines, follow_lines, ruled_grid
-from tessera.sheets.symbols import find_symbols
 from tessera.sheets.tiles import Tile
 from tessera.sheets.tilt import MIN_SKEW_DEGREES, Tilt, estimate_tilt, level
 
@@ -218,7 +217,8 @@ def cut_sheet(
                 return symbols()
     given = rows is not None and cols is not None
     found_shape = (len(row_edges) - 1, len(col_edges) - 1)
-    if given and (source == "given" or (source == "gaps" and found_shape != (rows, cols))):
+    mismatched = source == "given" or (source == "gaps" and found_shape != (rows, cols))
+    if given and layout == "auto" and mismatched:
         # Hand-placed rows with the grid given and no ruling to place it: when the symbols
         # found make that grid, they are its cells (equal cells over the page cut them).
         assert rows is not None and cols is not None
@@ -265,38 +265,6 @@ def cut_sheet(
             "empty: nothing on the sheet to read",
         )
     return cut
-
-
-# A gap grid of more cells than this is a printed or ruled-less grid sheet, never hand-placed
-# rows (which hold tens to a few hundred symbols): it is not checked against the symbols.
-GAP_GRID_CHECKED_CELLS = 1000
-
-
-def grid_holds_symbols(row_edges: Ints, col_edges: Ints, mask: Mask) -> bool:
-    """Whether the grid cuts no symbol and holds one per cell: each symbol found on the page
-    falls inside a cell of its own (a line of hand-placed symbols is no one-column grid)."""
-    if (len(row_edges) - 1) * (len(col_edges) - 1) > GAP_GRID_CHECKED_CELLS:
-        return True
-    found = find_symbols(mask).symbols
-    if not found:
-        return True
-    misplaced = 0
-    taken: set[tuple[int, int]] = set()
-    for symbol in found:
-        top, left, bottom, right = symbol.box
-        row = int(np.searchsorted(row_edges, (top + bottom) / 2)) - 1
-        col = int(np.searchsorted(col_edges, (left + right) / 2)) - 1
-        if not (0 <= row < len(row_edges) - 1 and 0 <= col < len(col_edges) - 1):
-            misplaced += 1
-            continue
-        # The share of the symbol's box inside its cell.
-        inside_h = min(bottom, row_edges[row + 1]) - max(top, row_edges[row])
-        inside_w = min(right, col_edges[col + 1]) - max(left, col_edges[col])
-        share = max(0, inside_h) * max(0, inside_w) / max(1, (bottom - top) * (right - left))
-        if share < 0.85 or (row, col) in taken:
-            misplaced += 1
-        taken.add((row, col))
-    return misplaced <= 0.02 * len(found)
 
 
 def _symbols_in_grid(

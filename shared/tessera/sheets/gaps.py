@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tessera.imaging.connected_components import Ints, Mask
+from tessera.sheets.symbols import find_symbols
 
 
 def profile_autocorrelation(profile: NDArray[np.float64]) -> NDArray[np.float64] | None:
@@ -91,3 +92,35 @@ def gap_grid(mask: Mask, min_cell: int) -> tuple[Ints, Ints] | None:
     if row_edges is None or col_edges is None:
         return None
     return row_edges, col_edges
+
+
+# A gap grid of more cells than this is a printed or ruled-less grid sheet, never hand-placed
+# rows (which hold tens to a few hundred symbols): it is not checked against the symbols.
+GAP_GRID_CHECKED_CELLS = 1000
+
+
+def grid_holds_symbols(row_edges: Ints, col_edges: Ints, mask: Mask) -> bool:
+    """Whether the grid cuts no symbol and holds one per cell: each symbol found on the page
+    falls inside a cell of its own (a line of hand-placed symbols is no one-column grid)."""
+    if (len(row_edges) - 1) * (len(col_edges) - 1) > GAP_GRID_CHECKED_CELLS:
+        return True
+    found = find_symbols(mask).symbols
+    if not found:
+        return True
+    misplaced = 0
+    taken: set[tuple[int, int]] = set()
+    for symbol in found:
+        top, left, bottom, right = symbol.box
+        row = int(np.searchsorted(row_edges, (top + bottom) / 2)) - 1
+        col = int(np.searchsorted(col_edges, (left + right) / 2)) - 1
+        if not (0 <= row < len(row_edges) - 1 and 0 <= col < len(col_edges) - 1):
+            misplaced += 1
+            continue
+        # The share of the symbol's box inside its cell.
+        inside_h = min(bottom, row_edges[row + 1]) - max(top, row_edges[row])
+        inside_w = min(right, col_edges[col + 1]) - max(left, col_edges[col])
+        share = max(0, inside_h) * max(0, inside_w) / max(1, (bottom - top) * (right - left))
+        if share < 0.85 or (row, col) in taken:
+            misplaced += 1
+        taken.add((row, col))
+    return misplaced <= 0.02 * len(found)
