@@ -32,8 +32,10 @@ def grant_prefixes(
     acknowledge_on: IConstruct,
     read: Sequence[str] = (),
     write: Sequence[str] = (),
+    delete: Sequence[str] = (),
 ) -> None:
-    """Let `grantee` read objects under `read` prefixes and write objects under `write` prefixes.
+    """Let `grantee` read objects under `read` prefixes, write objects under `write` prefixes
+    and delete objects under `delete` prefixes.
 
     Object actions are the plain GetObject/PutObject (no `s3:*Object*` families), each on
     `<bucket>/<prefix>*`. ListBucket is granted on the bucket itself: the library treats a
@@ -43,7 +45,11 @@ def grant_prefixes(
     statements = [
         iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]),
     ]
-    for actions, prefixes in ((["s3:GetObject"], read), (["s3:PutObject"], write)):
+    for actions, prefixes in (
+        (["s3:GetObject"], read),
+        (["s3:PutObject"], write),
+        (["s3:DeleteObject"], delete),
+    ):
         if prefixes:
             statements.append(
                 iam.PolicyStatement(
@@ -55,7 +61,7 @@ def grant_prefixes(
         grantee.grant_principal.add_to_principal_policy(statement)
 
     placeholder = bucket_arn_placeholder(bucket)
-    for prefix in sorted({*read, *write}):
+    for prefix in sorted({*read, *write, *delete}):
         wildcard_resource_ack(
             acknowledge_on,
             f"{placeholder}/{prefix}*",

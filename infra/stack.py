@@ -194,8 +194,20 @@ class TesseraStack(Stack):
                 [prefixes.datasets, prefixes.models, prefixes.runs],
             ),
         )
+        # Split forgets a stale quarantine record once the same bytes split after all (their
+        # labels manifest arrived second): the only deletion anything in the pipeline makes.
+        deletes: dict[iam.IRole, list[str]] = {
+            self.ingest.split.handler.role: [prefixes.quarantine]
+        }
         for role, read, write in grants:
-            grant_prefixes(bucket=bucket, grantee=role, acknowledge_on=role, read=read, write=write)
+            grant_prefixes(
+                bucket=bucket,
+                grantee=role,
+                acknowledge_on=role,
+                read=read,
+                write=write,
+                delete=deletes.get(role, []),
+            )
 
         self._acknowledge_cdk_internals()
         Aspects.of(self).add(CheckovJustifications())
