@@ -1,6 +1,7 @@
 """Publishing a run's candidates: every file of a version written to the registry (model.onnx
 last, so a version is listed only once complete), and the best one promoted when it is at
-least as accurate as the champion on this run's held-out rows."""
+least as accurate as the champion on this run's held-out rows. Each version's report and model
+card say how its held-out rows were split, and warn when that split flatters the model."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tessera.registry import (
     CONFIG_FILE,
     EMBEDDINGS_FILE,
     METRICS_FILE,
+    MODEL_CARD_FILE,
     MODEL_FILE,
     REPORT_FILE,
     ModelRegistry,
@@ -26,7 +28,7 @@ from tessera.registry import (
 )
 from tessera.serving.model import OnnxClassifier
 from tessera.serving.similarity import encode_index
-from training import report
+from training import card, report
 from training.candidates import Candidate, accuracy_of, onnx_outputs
 from training.errors import TrainingError
 from training.families.base import FittedModel
@@ -43,10 +45,14 @@ def artifacts_for(
     test: Dataset,
     probabilities: NDArray[np.float32],
     metrics: dict[str, Any],
+    context: dict[str, Any],
 ) -> dict[str, bytes]:
+    """Report, model card and plots; `context` is the card's part the whole run shares."""
     evaluation = report.evaluate(model.classes, probabilities, test.y)
     metrics["evaluation_details"] = evaluation.as_dict()
     predicted = np.asarray(model.classes)[probabilities.argmax(axis=1)]
+    model_card = card.model_card(context, metrics, test, predicted)
+    metrics["model_card"] = model_card
     unit = "epoch"
     images = {
         "confusion.png": report.confusion_png(evaluation),
@@ -55,7 +61,11 @@ def artifacts_for(
             test.features(), test.y, predicted, evaluation.misclassified
         ),
     }
-    return {**images, REPORT_FILE: report.report_html(metrics, images).encode()}
+    return {
+        **images,
+        REPORT_FILE: report.report_html(metrics, images).encode(),
+        MODEL_CARD_FILE: card.card_markdown(model_card).encode(),
+    }
 
 
 def unused_version(registry: ModelRegistry, fingerprint: str) -> str:
@@ -76,6 +86,7 @@ def base_metrics(
     train: Dataset,
     test: Dataset,
     evaluation: dict[str, Any],
+    split: dict[str, Any],
 ) -> dict[str, Any]:
     model = candidate.model
     return {
@@ -88,6 +99,7 @@ def base_metrics(
         "train_rows": len(train),
         "test_rows": len(test),
         "evaluation": evaluation,
+        "split": split,
         "parity": candidate.parity,
         "params": model.params,
         "best_epoch": model.best_epoch,
@@ -96,6 +108,14 @@ def base_metrics(
         "train_seconds": model.seconds,
         "search": asdict(model.search) if model.search else None,
     }
+
+
+def _content_type(filename: str) -> str:
+    if filename.endswith(".html"):
+        return "text/html"
+    if filename.endswith(".md"):
+        return "text/markdown; charset=utf-8"
+    return "image/png"
 
 
 def _json(document: Any) -> bytes:
@@ -132,9 +152,11 @@ def publish(
     test: Dataset,
     evaluation: dict[str, Any],
     arguments: dict[str, Any],
+    context: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Register every candidate (best first) and let the first compete for champion; the
-    metrics of each, in the same order."""
+    metrics of each, in the same order. `context` is the model card's run part
+    (`card.run_context`): data, split and lineage."""
     measured: dict[str, float] = {}
 
     def champion_accuracy(pointer: dict[str, Any]) -> float:
@@ -146,7 +168,9 @@ def publish(
     results = []
     for rank, candidate in enumerate(candidates):
         version = unused_version(registry, str(evaluation["fingerprint"]))
-        metrics = base_metrics(candidate, registry.name, version, run_id, train, test, evaluation)
+        metrics = base_metrics(
+            candidate, registry.name, version, run_id, train, test, evaluation, context["split"]
+        )
         config = {
             "run_id": run_id,
             "family": candidate.model.family,
@@ -168,10 +192,9 @@ def publish(
         )
         if not competes:
             metrics["not_promoted_because"] = "another family of this run was more accurate"
-        artifacts = artifacts_for(candidate.model, test, candidate.probabilities, metrics)
+        artifacts = artifacts_for(candidate.model, test, candidate.probabilities, metrics, context)
         for filename, body in artifacts.items():
-            kind = "text/html" if filename.endswith(".html") else "image/png"
-            registry.put_artifact(version, filename, body, kind)
+            registry.put_artifact(version, filename, body, _content_type(filename))
         registry.put_artifact(version, CONFIG_FILE, _json(config), "application/json")
         registry.put_artifact(
             version,
@@ -203,7 +226,9 @@ def publish(
                     champion_accuracy_on_this_evaluation=decision.champion_accuracy,
                     promoted=decision.promoted,
                 )
-                artifacts = artifacts_for(candidate.model, test, candidate.probabilities, metrics)
+                artifacts = artifacts_for(
+                    candidate.model, test, candidate.probabilities, metrics, context
+                )
                 registry.put_artifact(version, REPORT_FILE, artifacts[REPORT_FILE], "text/html")
                 registry.put_artifact(version, METRICS_FILE, _json(metrics), "application/json")
             log(

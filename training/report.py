@@ -1,5 +1,6 @@
-"""A run's evaluation and its human-readable report: metrics, confusion matrix, curves,
-misclassified examples and the search table, as PNGs and one self-contained HTML page."""
+"""A run's evaluation and its human-readable report: how the held-out rows were split, the
+model card, metrics, confusion matrix, curves, misclassified examples and the search table, as
+PNGs and one self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from tessera.config import TILE_SIZE
+from training.card import WORST_SHEETS, base_name
 
 MISCLASSIFIED_SHOWN = 36
 
@@ -158,6 +160,50 @@ def _image(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def model_card_html(card: dict[str, Any]) -> list[str]:
+    """The model card's sections (training/card.py builds it; model_card.md holds the same)."""
+    data, split, evaluation, lineage = (card[k] for k in ("data", "split", "evaluation", "lineage"))
+    scored = ["sheet", "rows", "correct", "accuracy"]
+    return [
+        "<h2>Model card</h2>",
+        "<h3>Data</h3>",
+        _table(
+            [
+                {"field": "sources", "value": ", ".join(data["sources"])},
+                *(
+                    {"field": name, "value": data[name]}
+                    for name in ("rows", "train_rows", "test_rows", "class_count", "sheets")
+                ),
+                {"field": "rows without a sheet", "value": data["rows_without_sheet"]},
+                {"field": "classes", "value": ", ".join(data["classes"])},
+            ]
+        ),
+        "<h3>How it was split</h3>",
+        f"<p><b>{html.escape(split['method'])}</b>: {html.escape(split['description'])}</p>",
+        _table([{k: v for k, v in split.items() if k not in ("description", "warnings")}]),
+        "<h3>Per-class accuracy on the held-out rows</h3>",
+        _table(evaluation["per_class"], ["label", "rows", "correct", "accuracy"]),
+        "<h3>Per-sheet accuracy on the held-out rows</h3>",
+        _table(evaluation["per_sheet"], scored),
+        f"<h3>Worst sheets (up to {WORST_SHEETS})</h3>",
+        _table(evaluation["worst_sheets"], scored),
+        "<h3>Lineage</h3>",
+        _table(
+            [
+                {"field": "code version", "value": lineage["code_version"]},
+                {"field": "code version from", "value": lineage["code_version_source"]},
+                {"field": "uncommitted changes", "value": lineage["uncommitted_changes"]},
+                {"field": "data fingerprint", "value": lineage["data_fingerprint"]},
+                {"field": "held-out rows fingerprint", "value": lineage["test_fingerprint"]},
+                {"field": "base model", "value": base_name(lineage["base_model"])},
+                {"field": "family", "value": lineage["family"]},
+            ]
+        ),
+        "<h3>Known limits</h3>",
+        "<ul>" + "".join(f"<li>{html.escape(limit)}</li>" for limit in card["limits"]) + "</ul>",
+    ]
+
+
 def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
     """One self-contained page (images inlined), readable without the bucket beside it."""
     evaluation = metrics["evaluation_details"]
@@ -168,8 +214,10 @@ def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
         for label, row in zip(labels, matrix, strict=True)
     ]
     search = metrics.get("search")
+    split = metrics.get("split") or {}
+    shown = {**metrics, "split": split.get("description")}
     summary = [
-        {"field": name, "value": metrics.get(name)}
+        {"field": name, "value": shown.get(name)}
         for name in (
             "model",
             "version",
@@ -177,6 +225,7 @@ def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
             "test_accuracy",
             "train_rows",
             "test_rows",
+            "split",
             "best_epoch",
             "epochs_run",
             "train_seconds",
@@ -188,6 +237,10 @@ def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
     parity = metrics["parity"]
     sections = [
         f"<h1>{html.escape(metrics['model'])} {html.escape(metrics['version'])}</h1>",
+        *(
+            f'<p class="warning"><b>Warning:</b> {html.escape(warning)}</p>'
+            for warning in split.get("warnings", [])
+        ),
         _table(summary),
         "<h2>Hyper-parameters</h2>",
         _table([{"name": k, "value": v} for k, v in metrics["params"].items()]),
@@ -203,6 +256,8 @@ def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
         "<h2>Misclassified test examples (true→predicted)</h2>",
         _image(images["misclassified.png"], "misclassified examples"),
     ]
+    if metrics.get("model_card"):
+        sections += model_card_html(metrics["model_card"])
     if search:
         sections += [
             f"<h2>Search: {html.escape(search['strategy'])}, {search['fits']} fits on "
@@ -212,6 +267,7 @@ def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
+        ".warning{background:#fff3cd;border:1px solid #e0b400;padding:6px 10px}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(metrics['model'])}"

@@ -4,11 +4,13 @@
         [--family mlp|dense|cnn|cnn-strong|all] [--search none|halving|exhaustive]
 
 Reads the rows (dataset shards in the bucket, CSV files, MNIST idx files), fits the chosen model
-family, evaluates it on held-out rows, exports ONNX, checks the export against the native model,
-writes the version (model, metrics, report, plots, config, embeddings) to the registry and
-promotes it when it is at least as accurate as the champion on the same held-out rows.
-`runs/<run-id>/status.json` says running, succeeded or failed (with the error) throughout.
-The last line of stdout is the run's result as JSON.
+family, evaluates it on held-out rows (whole sheets held out when the rows come from sheets,
+MNIST's own test split, else rows), exports ONNX, checks the export against the native model,
+writes the version (model, metrics, report, model card, plots, config, embeddings) to the
+registry and promotes it when it is at least as accurate as the champion on the same held-out
+rows. `runs/<run-id>/status.json` says running, succeeded or failed (with the error)
+throughout, and how the rows were split with any warning about it. The last line of stdout is
+the run's result as JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tessera.registry import ModelRegistry
 from tessera.storage import ObjectStore
 from tessera.storage.s3 import S3ObjectStore
 from training.candidates import Candidate, accuracy_of, train_family
+from training.card import run_context
 from training.data import download_mnist, load_training_data
 from training.errors import TrainingError
 from training.families import FAMILIES, TRANSFER
@@ -70,9 +73,13 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
         mnist_dir=mnist_dir,
         mnist_limit=options.mnist_limit,
     )
-    train, test = held_out(
+    split = held_out(
         data, test_size=options.test_size, seed=options.seed, search=options.search != "none"
     )
+    train, test = split.train, split.test
+    log(f"held-out rows: {split.description}")
+    for warning in split.warnings:
+        log(f"warning: {warning}")
     base = None
     if options.base_model:
         if options.family not in (TRANSFER, "all"):
@@ -99,6 +106,7 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
         "fingerprint": data.train.fingerprint,
         "test_fingerprint": evaluation_fingerprint(test),
         "test_rows": len(test),
+        "split": split.method,
     }
     candidates = []
     for family in families:
@@ -116,10 +124,14 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
         test=test,
         evaluation=evaluation,
         arguments=options.as_config(),
+        context=run_context(data, split),
     )
 
     best = results[0]
-    summary = {k: v for k, v in best.items() if k not in ("history", "evaluation_details")}
+    summary = {
+        k: v for k, v in best.items() if k not in ("history", "evaluation_details", "model_card")
+    }
+    summary["warnings"] = list(split.warnings)
     summary["search"] = (
         {k: v for k, v in best["search"].items() if k != "table"} if best["search"] else None
     )
@@ -179,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             "model": summary["model"],
             "test_accuracy": summary["test_accuracy"],
             "promoted": summary["promoted"],
+            "split": summary["split"]["method"],
+            "warnings": summary["warnings"],
         },
     )
     print(json.dumps({"status": "succeeded", "run_id": run_id, **summary}, default=str), flush=True)

@@ -1,8 +1,8 @@
 """The model registry in the bucket.
 
-models/<name>/<version>/   model.onnx, metrics.json, report.html, plots, config.json,
-                           embeddings.npz: everything one training run produced (the file
-                           names below are the only place these names are spelled)
+models/<name>/<version>/   model.onnx, metrics.json, report.html, model_card.md, plots,
+                           config.json, embeddings.npz: everything one training run produced
+                           (the file names below are the only place these names are spelled)
 models/<name>/champion.json          the pointer serving follows (one conditional PUT: atomic)
 models/<name>/champion-history/      every pointer ever written, oldest first by key
 
@@ -28,6 +28,7 @@ MODEL_FILE = "model.onnx"
 METRICS_FILE = "metrics.json"
 CHAMPION_FILE = "champion.json"
 REPORT_FILE = "report.html"
+MODEL_CARD_FILE = "model_card.md"
 CONFIG_FILE = "config.json"
 EMBEDDINGS_FILE = "embeddings.npz"
 HISTORY = "champion-history/"

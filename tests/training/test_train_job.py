@@ -79,6 +79,7 @@ def test_a_run_writes_every_artifact_and_promotes_the_first_model(
         "model.onnx",
         "metrics.json",
         "report.html",
+        "model_card.md",
         "config.json",
         "embeddings.npz",
         "confusion.png",
@@ -106,6 +107,9 @@ def test_a_run_writes_every_artifact_and_promotes_the_first_model(
     assert config["data"]["fingerprint"] == metrics["evaluation"]["fingerprint"]
     report = store.get(f"models/digits/{version}/report.html").body.decode()
     assert report.count("data:image/png;base64,") == 3 and "precision" in report
+    # One sheet only ("s"): split by row, and the report and the status say why.
+    assert metrics["split"]["method"] == "by_row" and "one sheet" in report
+    assert status(store, "first")["warnings"] == metrics["split"]["warnings"] != []
 
 
 def test_embeddings_npz_holds_the_training_rows_for_similarity(
