@@ -293,7 +293,7 @@ def test_every_documented_sheet_drop_works_with_the_real_aws_cli(
     s3 = runtime.client("s3")
     manifests = {}
     for item in s3.list_objects_v2(Bucket=runtime.bucket, Prefix="datasets/").get("Contents", []):
-        if "/sheets/" in item["Key"]:
+        if "/sheets/" in item["Key"] and item["Key"].endswith(".json"):
             body = s3.get_object(Bucket=runtime.bucket, Key=item["Key"])["Body"].read()
             manifests[json.loads(body)["source_key"]] = item["Key"]
     for key in destinations:
@@ -345,6 +345,7 @@ def test_a_poison_message_ends_in_its_dlq_and_the_pump_goes_on(
             "source_key"
         ]
         for item in manifests.get("Contents", [])
+        if item["Key"].endswith(".json")  # each manifest has its overlay PNG beside it
     }
     assert key in sources
     assert all(pump.is_alive() for pump in runtime.pumps)
