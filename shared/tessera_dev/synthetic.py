@@ -41,14 +41,18 @@ class SyntheticSheet:
         return _png(self.image)
 
     def jpeg(self, quality: int = 90) -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(_bytes(self.image), mode="L").save(buffer, format="JPEG", quality=quality)
-        return buffer.getvalue()
+        return _jpeg(self.image, quality)
 
 
 def _bytes(image: NDArray[np.float32]) -> NDArray[np.uint8]:
     scaled: NDArray[np.uint8] = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     return scaled
+
+
+def _jpeg(image: NDArray[np.float32], quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(_bytes(image), mode="L").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def _png(image: NDArray[np.float32]) -> bytes:

@@ -8,7 +8,6 @@ grid cutter.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,7 +15,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from tessera.imaging.connected_components import label_components
-from tessera_dev.synthetic import _bytes, _hand_line, _png
+from tessera_dev.synthetic import _hand_line, _jpeg, _png
 from tessera_dev.synthetic_photo import Photo, Shot, photograph
 
 Box = tuple[int, int, int, int]  # top, left, bottom, right; bottom and right exclusive
@@ -83,9 +82,7 @@ class SyntheticPage:
         return _png(self.image)
 
     def jpeg(self, quality: int = 90) -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(_bytes(self.image), mode="L").save(buffer, format="JPEG", quality=quality)
-        return buffer.getvalue()
+        return _jpeg(self.image, quality)
 
 
 @dataclass(frozen=True)

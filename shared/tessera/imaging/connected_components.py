@@ -50,7 +50,8 @@ class Components:
         return out
 
 
-def _runs(mask: Mask) -> tuple[Ints, Ints, Ints]:
+def runs(mask: Mask) -> tuple[Ints, Ints, Ints]:
+    """The horizontal runs of a mask: (row, start, end) each, in row-major order."""
     height, width = mask.shape
     padded = np.zeros((height, width + 2), dtype=np.int8)
     padded[:, 1:-1] = mask
@@ -64,7 +65,7 @@ def _runs(mask: Mask) -> tuple[Ints, Ints, Ints]:
 def label_components(mask: Mask, *, connectivity: int = 8) -> Components:
     """Label the 4- or 8-connected components of a boolean mask."""
     height, width = mask.shape
-    rows, starts, ends = _runs(mask)
+    rows, starts, ends = runs(mask)
     n = rows.size
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tessera.imaging.connected_components import Components, Ints, Mask, label_components
+from tessera.imaging.connected_components import (
+    Components,
+    Ints,
+    Mask,
+    label_components,
+    runs,
+)
 from tessera.imaging.decode import Gray
 from tessera.sheets.lines import printed_lines, reading_order
 from tessera.sheets.rejects import MAX_RUNS_PER_ROW, against, blots, busy, dark, runs_per_row
@@ -120,11 +126,7 @@ def _long_thin_runs(mask: Mask, *, min_run: int, side: int) -> Mask:
 def _runs_at_least(mask: Mask, length: int) -> Mask:
     """Pixels that sit in a horizontal run of at least `length` true pixels."""
     height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    change = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(change == 1)
-    _, ends = np.nonzero(change == -1)
+    rows, starts, ends = runs(mask)
     keep = (ends - starts) >= length
     out = np.zeros((height, width + 1), dtype=np.int32)
     np.add.at(out, (rows[keep], starts[keep]), 1)
