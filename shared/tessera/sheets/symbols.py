@@ -8,10 +8,11 @@ symbol. The page arrives prepared (`prepare_page`) and levelled, as for a grid; 
 3. The symbol scale is read off the tallest pieces of ink (printed text and specks, however
    many, are smaller than handwriting), and pieces of one symbol are joined: broken strokes,
    a detached bar, the dot of a glyph.
-4. What is too small (printed text, stray dots), too large (an ink stain) or a line remnant is
-   rejected and counted by reason, so nothing is dropped silently.
+4. What is too small (printed letters, stray dots), too large, a line remnant, a stain
+   (`rejects`), scribble or noise is rejected and counted by reason, so nothing is dropped
+   silently; symbols written touching are cut apart (`touching`).
 5. Symbols are chained into lines left to right, tolerant of wobble, and ordered by reading:
-   lines top to bottom, symbols left to right.
+   lines top to bottom, symbols left to right (`lines`); lines of printed type are set aside.
 
 numpy and Pillow only: serving imports this.
 """
@@ -192,6 +193,7 @@ def find_symbols(mask: Mask, shade: Gray | None = None) -> SymbolLayout:
         ):
             # Strokes cross a row of a symbol a few times; noise and scribble, dozens.
             rejected["scribble"] += len(members)
+            refused.append(box)
         elif shade is not None and min(h, w) >= 0.5 * scale and dark(shade, box):
             # Dark all over before the light was flattened: a stain or a shadow's rim (a thin
             # "1" fills its narrow box, so only wide boxes are judged).
