@@ -22,6 +22,7 @@ import pytest
 from tessera_dev.local.runtime import LocalRuntime
 from tessera_dev.samples import Glyphs, render_sheet
 from tests.conftest import digits_sheet
+from tests.sheets.free_pages import font_digits, free_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 LABELS = ("0", "1", "2")
@@ -263,6 +264,8 @@ def test_every_documented_sheet_drop_works_with_the_real_aws_cli(
         "sheet.png": _sheet(digits, 10, 10, [str(d) for d in range(10)]),
         "sevens.png": _sheet(digits, 5, 8, ["7"] * 5),
         "letters.png": _sheet(digits, 2, 5),
+        # Plain paper, three hand-placed lines of symbols, no grid.
+        "rows.png": free_page(*font_digits(15), [5, 5, 5], seed=4).png(),
         # The manifest DEPLOY.md shows, Greek letters and all.
         "letters.labels.json": json.dumps({"grid": "2x5", "row-labels": ["α", "β"]}).encode(),  # noqa: RUF001
     }
