@@ -3,7 +3,8 @@
 S3 has no append, and concurrent vectorize invocations must not overwrite each other, so each
 tile's row is written to a key derived from the tile's key: reprocessing a message rewrites the
 same shard instead of adding a row. Training reads every shard once, then writes a snapshot
-keyed by the fingerprint of what it read, so the next run over unchanged data is one GET.
+keyed by the fingerprint of what it read, so the next run over unchanged data is one GET, and
+the next after new sheets reads the latest snapshot and only the shards new since.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tessera.config import PIPELINE, VECTOR_LENGTH
-from tessera.storage import ObjectStore, encode_metadata
+from tessera.storage import ObjectMissing, ObjectStore, encode_metadata
 
 ROWS = "rows/"
 SNAPSHOTS = "snapshots/"
@@ -130,27 +131,86 @@ def fingerprint_of(listing: Iterable[tuple[str, str]]) -> str:
 
 
 def load_dataset(store: ObjectStore, name: str, *, workers: int = 32) -> Dataset:
-    """Every row of one dataset, through a snapshot when the shards have not changed."""
+    """Every row of one dataset, through a snapshot: the one of this very listing when nothing
+    changed (one GET), else the latest one, whose rows are kept where their shard is unchanged,
+    so only new and rewritten shards are read: adding a sheet costs its rows, not the
+    dataset's."""
     prefix = dataset_prefix(name) + ROWS
-    listing = [(item.key, item.etag) for item in store.list(prefix)]
+    listing = {item.key: item.etag.strip('"') for item in store.list(prefix)}
     if not listing:
         raise DatasetError(f"dataset {name!r} is empty: no rows under s3://{store.bucket}/{prefix}")
-    fingerprint = fingerprint_of(listing)
-    snapshot_key = f"{dataset_prefix(name)}{SNAPSHOTS}{fingerprint}.npz"
+    fingerprint = fingerprint_of(listing.items())
+    snapshot_key = _snapshot_key(name, fingerprint)
     if store.head(snapshot_key) is not None:
-        return _decode_snapshot(store.get(snapshot_key).body, fingerprint)
+        return _decode_snapshot(store.get(snapshot_key).body, fingerprint).dataset
 
-    keys = sorted(key for key, _ in listing)
+    keys = sorted(listing)
+    base = _latest_snapshot(store, name)
+    kept: dict[str, int] = {}
+    if base is not None:
+        kept = {
+            key: index
+            for index, (key, etag) in enumerate(zip(base.keys, base.etags, strict=True))
+            if listing.get(key) == etag
+        }
+    wanted = [key for key in keys if key not in kept]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(pool.map(lambda key: decode_row(store.get(key).body, key=key), keys))
-    dataset = Dataset(
-        x=np.stack([row.pixels for row in rows]),
-        y=np.array([row.label for row in rows]),
-        sources=np.array([row.source_key for row in rows]),
-        fingerprint=fingerprint,
+        read = dict(
+            zip(
+                wanted,
+                pool.map(lambda key: decode_row(store.get(key).body, key=key), wanted),
+                strict=True,
+            )
+        )
+    x = np.zeros((len(keys), VECTOR_LENGTH), dtype=np.uint8)
+    y, sources = [], []
+    for position, key in enumerate(keys):
+        if key in kept:
+            assert base is not None
+            index = kept[key]
+            x[position] = base.dataset.x[index]
+            y.append(str(base.dataset.y[index]))
+            sources.append(str(base.dataset.sources[index]))
+        else:
+            row = read[key]
+            x[position] = row.pixels
+            y.append(row.label)
+            sources.append(row.source_key)
+    dataset = Dataset(x=x, y=np.array(y), sources=np.array(sources), fingerprint=fingerprint)
+    etags = [listing[key] for key in keys]
+    store.put(
+        snapshot_key, _encode_snapshot(dataset, keys, etags), content_type="application/x-npz"
     )
-    store.put(snapshot_key, _encode_snapshot(dataset), content_type="application/x-npz")
+    store.put_json(_latest_key(name), {"fingerprint": fingerprint, "rows": len(keys)})
     return dataset
+
+
+def _snapshot_key(name: str, fingerprint: str) -> str:
+    return f"{dataset_prefix(name)}{SNAPSHOTS}{fingerprint}.npz"
+
+
+def _latest_key(name: str) -> str:
+    """Which snapshot was written last: the base the next load starts from."""
+    return f"{dataset_prefix(name)}{SNAPSHOTS}latest.json"
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    dataset: Dataset
+    keys: list[str]  # the shard each row came from, and its ETag then (empty: an old snapshot)
+    etags: list[str]
+
+
+def _latest_snapshot(store: ObjectStore, name: str) -> _Snapshot | None:
+    pointer = store.get_json(_latest_key(name))
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("fingerprint"), str):
+        return None
+    key = _snapshot_key(name, pointer["fingerprint"])
+    try:
+        snapshot = _decode_snapshot(store.get(key).body, pointer["fingerprint"])
+    except (ObjectMissing, ValueError, KeyError, OSError):
+        return None  # gone or unreadable: every shard is read, as on a first load
+    return snapshot if snapshot.keys else None
 
 
 def merge(datasets: Sequence[Dataset]) -> Dataset:
@@ -166,14 +226,25 @@ def merge(datasets: Sequence[Dataset]) -> Dataset:
     )
 
 
-def _encode_snapshot(dataset: Dataset) -> bytes:
+def _encode_snapshot(dataset: Dataset, keys: Sequence[str], etags: Sequence[str]) -> bytes:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, x=dataset.x, y=dataset.y, sources=dataset.sources)
+    np.savez_compressed(
+        buffer,
+        x=dataset.x,
+        y=dataset.y,
+        sources=dataset.sources,
+        keys=np.array(keys),
+        etags=np.array(etags),
+    )
     return buffer.getvalue()
 
 
-def _decode_snapshot(data: bytes, fingerprint: str) -> Dataset:
+def _decode_snapshot(data: bytes, fingerprint: str) -> _Snapshot:
     with np.load(io.BytesIO(data), allow_pickle=False) as snapshot:
-        return Dataset(
+        dataset = Dataset(
             x=snapshot["x"], y=snapshot["y"], sources=snapshot["sources"], fingerprint=fingerprint
         )
+        names = set(snapshot.files)
+        keys = [str(k) for k in snapshot["keys"]] if "keys" in names else []
+        etags = [str(e) for e in snapshot["etags"]] if "etags" in names else []
+    return _Snapshot(dataset=dataset, keys=keys, etags=etags)

@@ -14,7 +14,8 @@ from tessera.dataset import (
     shard_key_for_tile,
     write_row,
 )
-from tessera.storage import ObjectStore
+from tessera.storage import ObjectStore, StoredObject
+from tessera.storage.memory import InMemoryObjectStore
 
 
 def a_row(label: str = "7", key: str = "tiles/digits/s1/r000-c000.png", etag: str = "e1") -> Row:
@@ -85,12 +86,59 @@ def test_loading_reads_every_row_and_reuses_a_snapshot_while_nothing_changed(
         write_row(memory_store, a_row(label=str(col), key=f"tiles/digits/s1/r000-c{col:03d}.png"))
     first = load_dataset(memory_store, "digits")
     assert len(first) == 3 and sorted(first.y.tolist()) == ["0", "1", "2"]
-    assert len(list(memory_store.list("datasets/digits/snapshots/"))) == 1
+    assert [
+        item.key.rsplit("/", 1)[1] for item in memory_store.list("datasets/digits/snapshots/")
+    ] == [
+        f"{first.fingerprint}.npz",
+        "latest.json",
+    ]
     again = load_dataset(memory_store, "digits")
     assert again.fingerprint == first.fingerprint
     write_row(memory_store, a_row(label="9", key="tiles/digits/s1/r001-c000.png"))
     changed = load_dataset(memory_store, "digits")
     assert len(changed) == 4 and changed.fingerprint != first.fingerprint
+
+
+class CountingStore(InMemoryObjectStore):
+    """An in-memory bucket that counts the GETs of row shards, as S3 would bill them."""
+
+    def __init__(self) -> None:
+        super().__init__(bucket="counting")
+        self.row_gets = 0
+
+    def get(self, key: str) -> StoredObject:
+        if "/rows/" in key:
+            self.row_gets += 1
+        return super().get(key)
+
+
+def test_adding_a_sheet_reads_only_its_rows_and_a_rewritten_row_is_read_again() -> None:
+    # GIVEN a dataset of 40 rows, loaded once (every shard read, a snapshot written)
+    store = CountingStore()
+    for col in range(40):
+        write_row(store, a_row(label=str(col % 10), key=f"tiles/digits/s1/r000-c{col:03d}.png"))
+    first = load_dataset(store, "digits")
+    assert (len(first), store.row_gets) == (40, 40)
+
+    # WHEN a sheet of 5 rows is added and one old row relabelled, then the dataset loaded
+    store.row_gets = 0
+    for col in range(5):
+        write_row(store, a_row(label="7", key=f"tiles/digits/s2/r000-c{col:03d}.png"))
+    write_row(store, a_row(label="9", key="tiles/digits/s1/r000-c000.png"))
+    second = load_dataset(store, "digits")
+
+    # THEN only the 5 new shards and the rewritten one are read, and the rows are all there,
+    # the relabelled one with its new label, exactly as a full read gives them
+    assert store.row_gets == 6
+    assert len(second) == 45
+    fresh = InMemoryObjectStore(bucket="fresh")
+    for item in store.list("datasets/digits/rows/"):
+        fresh.put(item.key, store.get(item.key).body)
+    full = load_dataset(fresh, "digits")
+    assert full.y.tolist() == second.y.tolist() and full.sources.tolist() == second.sources.tolist()
+    assert np.array_equal(full.x, second.x)
+    relabelled = second.sources.tolist().index("tiles/digits/s1/r000-c000.png")
+    assert second.y[relabelled] == "9"
 
 
 def test_an_empty_dataset_is_an_error_naming_it(memory_store: ObjectStore) -> None:
