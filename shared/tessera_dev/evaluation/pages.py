@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -65,8 +65,10 @@ class Classifier(Protocol):
 Detector = Callable[[NDArray[np.float32]], Sequence[ClassifiableSymbol]]
 
 
-@dataclass(frozen=True)
-class PageScore:
+@dataclass(frozen=True, kw_only=True)
+class PageCounts:
+    """What was found on a page against its truth: symbols and lines."""
+
     expected: int
     found: int
     matched: int
@@ -74,6 +76,10 @@ class PageScore:
     missed: int
     lines_expected: int
     lines_right: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageScore(PageCounts):
     matched_pairs: tuple[tuple[int, int], ...]  # (truth index, found index)
 
 
@@ -213,16 +219,11 @@ def _contains(box: Box, point: tuple[float, float]) -> bool:
     return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
 
 
-@dataclass
-class PageResult:
+@dataclass(frozen=True, kw_only=True)
+class PageResult(PageCounts):
+    """A page's counts, and how its matched symbols were classified."""
+
     name: str
-    expected: int
-    found: int
-    matched: int
-    spurious: int
-    missed: int
-    lines_expected: int
-    lines_right: int
     correct: int
     scored: int
     seconds: float
@@ -288,19 +289,8 @@ def evaluate_page(
         correct = sum(
             1 for (t, _), p in zip(kept, labels, strict=True) if p == page.symbols[t].label
         )
-    return PageResult(
-        name,
-        score.expected,
-        score.found,
-        score.matched,
-        score.spurious,
-        score.missed,
-        score.lines_expected,
-        score.lines_right,
-        correct,
-        len(pairs),
-        seconds,
-    )
+    counts = {f.name: getattr(score, f.name) for f in fields(PageCounts)}
+    return PageResult(name=name, correct=correct, scored=len(pairs), seconds=seconds, **counts)
 
 
 def _vector(pixels: NDArray[Any]) -> NDArray[np.float32] | None:
