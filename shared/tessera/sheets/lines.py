@@ -67,20 +67,23 @@ def _mend_lines(lines: list[list[int]], symbols: list[FoundSymbol]) -> list[list
         rights = [symbols[k].box[3] for k in line]
         return float(np.median(tops)), float(np.median(bottoms)), min(lefts), max(rights)
 
+    # Each line's band is worked out once, and again only for a line that a join changed.
+    bands = [band(line) for line in lines]
     merged = True
     while merged and len(lines) > 1:
         merged = False
         for i in range(len(lines)):
             for j in range(i + 1, len(lines)):
-                ti, bi, li, ri = band(lines[i])
-                tj, bj, lj, rj = band(lines[j])
+                ti, bi, li, ri = bands[i]
+                tj, bj, lj, rj = bands[j]
                 overlap = min(bi, bj) - max(ti, tj)
                 if overlap < 0.6 * min(bi - ti, bj - tj):
                     continue
                 if min(ri, rj) > max(li, lj):
                     continue  # side by side in x only
                 lines[i] = lines[i] + lines[j]
-                del lines[j]
+                bands[i] = band(lines[i])
+                del lines[j], bands[j]
                 merged = True
                 break
             if merged:
