@@ -96,11 +96,15 @@ def upside_down(
     upright = [p["confidence"] for p in found if p is not None]
     if len(upright) < 3:
         return None
+    before = float(np.mean(upright))
+    if before > 1.0 - UPSIDE_DOWN_GAIN:
+        # No turned reading can be surer by the gain: the second model call is not needed.
+        return None
     flipped = predict_tiles(
         model, [np.ascontiguousarray(tile[::-1, ::-1]) for tile in tiles], top_k=1
     )
     turned = [p["confidence"] for p in flipped if p is not None]
-    before, after = float(np.mean(upright)), float(np.mean(turned)) if turned else 0.0
+    after = float(np.mean(turned)) if turned else 0.0
     if after - before < UPSIDE_DOWN_GAIN:
         return None
     return {
