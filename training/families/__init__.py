@@ -4,8 +4,9 @@
   reference grid (successive halving by default, or the exhaustive 720-fit grid search);
 - `dense`: Keras Dense 128 relu, Dense 32 relu, Dense N softmax (Adam, sparse cross-entropy);
 - `cnn`: Keras Conv2D(30, 3x3), MaxPooling, Dropout(0.25), Dense, softmax (RMSprop, one-hot);
-- `cnn-strong`: two batch-normalized conv blocks, for MNIST's 99.3% goal, fitted on randomly
-  shifted, rotated and zoomed digits so it also reads cells cut from real sheets;
+- `cnn-strong`: two batch-normalized conv blocks, for MNIST's 99.5% goal, fitted on digits
+  randomly shifted, rotated, zoomed, sheared, elastically distorted and drawn with thicker or
+  thinner strokes, so it also reads other writers' cells cut from real sheets;
 - `transfer`: a new head on a champion's embedding (`--base-model`), for new symbols from a few
   examples.
 

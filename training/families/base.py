@@ -34,6 +34,11 @@ class FitOptions:
     jobs: int = 2
     patience: int | None = None
     base: Any = None  # transfer: the champion to transfer from (families.transfer.BaseModel)
+    # Keras families: a named augmentation instead of the recipe's (AUGMENTATIONS; benchmarks).
+    augmentation: str | None = None
+    # Keras families: called after every epoch with (epoch, seconds spent fitting so far, a
+    # function giving the current weights' probabilities); its own time is not counted.
+    epoch_end: Callable[[int, float, Callable[[Floats], Floats]], None] | None = None
 
 
 @dataclass

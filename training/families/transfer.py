@@ -5,8 +5,10 @@ The base is the champion's exported ONNX, not its Keras weights: every family ex
 contract (`input` (n, 784) -> `probabilities`, `embedding`), so any champion, scikit-learn or
 Keras, can be a base, and its features are computed exactly as serving computes them. The head
 is a multinomial logistic regression on the standardized embedding, its strength picked on a
-held-out part of the training rows. The base is not fine-tuned: that would need its framework's
-weights, and on the few rows this family is for, a head alone is what validation favours.
+held-out part of the training rows. The base is not fine-tuned (`fine_tuned: false` in the
+version's parameters): that would need its framework's weights, which an ONNX champion does not
+carry; what a head alone reaches is measured by `tessera bench training` (seed-sheet column CV,
+few-shot curve on digits a base never saw).
 The export is one ONNX graph, base and head together, under the same contract and parity gate.
 """
 
