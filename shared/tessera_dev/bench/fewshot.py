@@ -150,7 +150,8 @@ def plot_curve(rows: list[dict[str, Any]], families: list[str], path: Path) -> P
     figure, axis = plt.subplots(figsize=(6, 4))
     shots = [row["per_class"] for row in rows]
     for family in families:
-        axis.plot(shots, [100 * row[family] for row in rows], marker="o", label=family)
+        label = family if family == "transfer" else f"{family} (from scratch)"
+        axis.plot(shots, [100 * row[family] for row in rows], marker="o", label=label)
     axis.set_xscale("log")
     axis.set_xticks(shots, [str(s) for s in shots])
     axis.set_xlabel("training digits per class (5-9)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -464,5 +465,8 @@ def main(argv: list[str]) -> int:
             f"speedup {search['speedup']}x (goal >= 5x), accuracy gap "
             f"{search['accuracy_gap_points']} points (goal <= 0.3)"
         )
+    # Other work on the machine slows every figure in seconds; the load average says how much.
+    summary["load_average"] = [round(value, 2) for value in os.getloadavg()]
+    print(f"\n{os.cpu_count()} CPUs, load average {summary['load_average']}")
     print(json.dumps(summary, default=str))
     return 0
