@@ -18,7 +18,7 @@ from infra.serving import Serving
 from infra.storage import Storage
 from infra.training_job import Training
 from tessera.config import PIPELINE, Env
-from tessera.dataset import SHEET_MANIFESTS_PATTERN
+from tessera.dataset import SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
 
 CONTEXT_PREFIX = "tessera:"
 
@@ -167,11 +167,12 @@ class TesseraStack(Stack):
         # Who may touch which prefix: each stage reads its input and writes only its outputs
         # (and quarantine/), never under a prefix that would trigger itself.
         grants: tuple[tuple[iam.IRole, list[str], list[str]], ...] = (
-            # Split also records each sheet's manifest (grid, empty cells) beside its dataset.
+            # Split also records each sheet's manifest (grid, empty cells) beside its dataset,
+            # and reads earlier manifests to record the sheets a new upload to a key supersedes.
             (
                 self.ingest.split.handler.role,
-                [prefixes.incoming_train],
-                [prefixes.tiles, prefixes.quarantine, SHEET_MANIFESTS_PATTERN],
+                [prefixes.incoming_train, SHEET_MANIFESTS_PATTERN],
+                [prefixes.tiles, prefixes.quarantine, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN],
             ),
             # datasets/ is read too: a row is rewritten only when its source tile changed (HEAD).
             (

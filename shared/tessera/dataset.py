@@ -24,8 +24,12 @@ from tessera.storage import ObjectMissing, ObjectStore, encode_metadata
 ROWS = "rows/"
 SNAPSHOTS = "snapshots/"
 SHEETS = "sheets/"
-# Where Split may write: one manifest per sheet under any dataset (an IAM resource pattern).
+# A sheet replaced by other bytes at the same key: its rows stay stored but are not trained on.
+SUPERSEDED = "superseded/"
+# Where Split may write: one manifest per sheet under any dataset (an IAM resource pattern),
+# and the record of a sheet superseded by a new version of its key.
 SHEET_MANIFESTS_PATTERN = f"{PIPELINE.prefixes.datasets}*/{SHEETS}"
+SUPERSEDED_PATTERN = f"{PIPELINE.prefixes.datasets}*/{SUPERSEDED}"
 
 
 class DatasetError(Exception):
@@ -62,6 +66,26 @@ def dataset_prefix(name: str) -> str:
 def sheet_manifest_key(name: str, sheet_id: str) -> str:
     """Split's record of a sheet: its grid, where it came from, and which cells were empty."""
     return f"{dataset_prefix(name)}{SHEETS}{sheet_id}.json"
+
+
+def superseded_key(name: str, sheet_id: str) -> str:
+    return f"{dataset_prefix(name)}{SUPERSEDED}{sheet_id}.json"
+
+
+def superseded_sheets(store: ObjectStore, name: str) -> set[str]:
+    """The ids of a dataset's sheets that a later upload to the same key replaced (one LIST)."""
+    prefix = dataset_prefix(name) + SUPERSEDED
+    return {
+        item.key[len(prefix) :].removesuffix(".json")
+        for item in store.list(prefix)
+        if item.key.endswith(".json")
+    }
+
+
+def sheet_of_shard(shard_key: str) -> str:
+    """datasets/<dataset>/rows/<sheet>/<cell>.npz -> <sheet> ("" for a shard outside a sheet)."""
+    rest = shard_key.split(f"/{ROWS}", 1)[-1]
+    return rest.split("/", 1)[0] if "/" in rest else ""
 
 
 def shard_key_for_tile(tile_key: str) -> str:
@@ -131,14 +155,22 @@ def fingerprint_of(listing: Iterable[tuple[str, str]]) -> str:
 
 
 def load_dataset(store: ObjectStore, name: str, *, workers: int = 32) -> Dataset:
-    """Every row of one dataset, through a snapshot: the one of this very listing when nothing
-    changed (one GET), else the latest one, whose rows are kept where their shard is unchanged,
-    so only new and rewritten shards are read: adding a sheet costs its rows, not the
-    dataset's."""
+    """Every row of one dataset but those of superseded sheets, through a snapshot: the one of
+    this very listing when nothing changed (one GET), else the latest one, whose rows are kept
+    where their shard is unchanged, so only new and rewritten shards are read: adding a sheet
+    costs its rows, not the dataset's."""
     prefix = dataset_prefix(name) + ROWS
     listing = {item.key: item.etag.strip('"') for item in store.list(prefix)}
     if not listing:
         raise DatasetError(f"dataset {name!r} is empty: no rows under s3://{store.bucket}/{prefix}")
+    retired = superseded_sheets(store, name)
+    if retired:
+        listing = {key: etag for key, etag in listing.items() if sheet_of_shard(key) not in retired}
+        if not listing:
+            raise DatasetError(
+                f"dataset {name!r} has only rows of superseded sheets (replaced by uploads that "
+                "have no rows yet, or none)"
+            )
     fingerprint = fingerprint_of(listing.items())
     snapshot_key = _snapshot_key(name, fingerprint)
     if store.head(snapshot_key) is not None:

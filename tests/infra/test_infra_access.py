@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 
 from infra.stack import TesseraStack
 from tessera.config import PIPELINE, QueueSpec
-from tessera.dataset import SHEET_MANIFESTS_PATTERN
+from tessera.dataset import SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
 from tests.infra.conftest import Synthesized
 from tests.infra.infra_template_tools import (
     logical_id,
@@ -24,8 +24,8 @@ P = PIPELINE.prefixes
 EXPECTED_ACCESS: dict[str, tuple[Callable[[TesseraStack], iam.IRole], set[str], set[str]]] = {
     "split": (
         lambda s: s.ingest.split.handler.role,
-        {P.incoming_train},
-        {P.tiles, P.quarantine, SHEET_MANIFESTS_PATTERN},
+        {P.incoming_train, SHEET_MANIFESTS_PATTERN},
+        {P.tiles, P.quarantine, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN},
     ),
     "vectorize": (
         lambda s: s.ingest.vectorize.handler.role,

@@ -11,8 +11,9 @@ from PIL import Image
 
 from functions.split.handler import lambda_handler as split_handler
 from functions.vectorize.handler import lambda_handler as vectorize_handler
-from tessera.dataset import decode_row
+from tessera.dataset import decode_row, load_dataset
 from tessera.imaging.decode import encode_png
+from tessera.pipeline.outcome import Outcome
 from tessera.pipeline.split import split_object
 from tessera.pipeline.vectorize import vectorize_object
 from tessera.storage import ObjectStore, encode_metadata
@@ -229,3 +230,44 @@ def test_a_sheet_and_its_labels_manifest_split_in_either_order(
     assert sorted(row.label for row in rows) == ["α"] * 5 + ["β"] * 5  # noqa: RUF001
     # AND no stale quarantine record says the sheet is bad
     assert keys_under(memory_store, "quarantine/") == []
+
+
+def test_new_bytes_at_a_sheets_key_supersede_its_earlier_rows(
+    memory_store: ObjectStore, digits: Glyphs
+) -> None:
+    # GIVEN a 10-cell sheet of 3s split and vectorized, and another sheet with the same file
+    # name in another folder
+    key, other = "incoming/train/digits/page.png", "incoming/train/digits/more/page.png"
+
+    def drop(at: str, label: str) -> Outcome:
+        metadata = {"grid": "2x5", "row-labels": f"{label},{label}"}
+        memory_store.put(at, digits_sheet(digits, label, 10, cols=5), metadata=metadata)
+        outcome = split_object(memory_store, at)
+        for tile in keys_under(memory_store, "tiles/digits/"):
+            vectorize_object(memory_store, tile)
+        return outcome
+
+    drop(key, "3")
+    drop(other, "1")
+    assert len(load_dataset(memory_store, "digits")) == 20
+    # WHEN different bytes (a sheet of 8s) are uploaded to the first key
+    outcome = drop(key, "8")
+    # THEN that key's earlier sheet is recorded as superseded by the new one, and training sees
+    # one sheet per key: the new 8s and the other folder's 1s, not the old 3s
+    old_ids = outcome.detail["superseded"]
+    assert len(old_ids) == 1
+    record = memory_store.get_json(f"datasets/digits/superseded/{old_ids[0]}.json")
+    assert isinstance(record, dict)
+    assert record["source_key"] == key
+    assert record["superseded_by"] == outcome.detail["sheet_id"]
+    dataset = load_dataset(memory_store, "digits")
+    assert sorted(dataset.y.tolist()) == ["1"] * 10 + ["8"] * 10
+    assert len({source.split("/")[2] for source in dataset.sources}) == 2
+    # AND nothing is deleted: the old rows are still stored, and dropping the record brings
+    # them back
+    stored = keys_under(memory_store, f"datasets/digits/rows/{old_ids[0]}/")
+    assert len(stored) == 10
+    memory_store.delete(f"datasets/digits/superseded/{old_ids[0]}.json")
+    assert len(load_dataset(memory_store, "digits")) == 30
+    # AND the same bytes uploaded to a key again supersede nothing
+    assert "superseded" not in drop(other, "1").detail

@@ -4,7 +4,7 @@ and a manifest of the sheet (its grid, where it came from, which cells were empt
 from __future__ import annotations
 
 from tessera.config import PIPELINE
-from tessera.dataset import sheet_manifest_key
+from tessera.dataset import SHEETS, dataset_prefix, sheet_manifest_key, superseded_key
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image, encode_png
 from tessera.pipeline.outcome import Outcome, quarantine_key, quarantined, too_large
@@ -90,6 +90,7 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
         overlay_key(manifest_key), render_overlay(cutting, captions), content_type="image/png"
     )
     store.put_json(manifest_key, {**manifest, "overlay": overlay_key(manifest_key)})
+    superseded = _supersede_earlier_versions(store, spec.dataset, key, spec.sheet_id, sheet.etag)
     return Outcome(
         key,
         "split",
@@ -103,8 +104,46 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
             "layout": cutting.grid_source,
             "prefix": prefix,
             "manifest": manifest_key,
+            **({"superseded": superseded} if superseded else {}),
         },
     )
+
+
+def _supersede_earlier_versions(
+    store: ObjectStore, dataset: str, key: str, sheet_id: str, etag: str
+) -> list[str]:
+    """A key holds one sheet: earlier versions of it (other bytes uploaded to the same key) are
+    recorded as superseded, so training ignores their rows. Nothing is deleted: the record says
+    which upload replaced which, and removing it brings the old rows back.
+
+    Sheet ids begin with the key's file stem, so one LIST of manifests with that prefix finds
+    every candidate; each is checked against the key it came from.
+    """
+    stem = sheet_id.rsplit("-", 1)[0]
+    prefix = f"{dataset_prefix(dataset)}{SHEETS}{stem}-"
+    replaced = []
+    for item in store.list(prefix):
+        old_id = item.key[len(dataset_prefix(dataset) + SHEETS) :].removesuffix(".json")
+        if not item.key.endswith(".json") or old_id == sheet_id:
+            continue
+        try:
+            manifest = store.get_json(item.key)
+        except ValueError:  # not JSON (written by hand?): not a sheet this key can claim
+            continue
+        if not isinstance(manifest, dict) or manifest.get("source_key") != key:
+            continue
+        store.put_json(
+            superseded_key(dataset, old_id),
+            {
+                "sheet_id": old_id,
+                "source_key": key,
+                "source_etag": manifest.get("source_etag"),
+                "superseded_by": sheet_id,
+                "superseded_by_etag": etag,
+            },
+        )
+        replaced.append(old_id)
+    return sorted(replaced)
 
 
 def _labels_manifest(store: ObjectStore, sheet_key: str) -> dict[str, str] | None:
