@@ -1,0 +1,207 @@
+"""`tessera bench loading`: what a training run's dataset load costs, in S3 requests and
+seconds, as the dataset grows, against reading every shard (what a load without snapshots does).
+
+    tessera bench loading                       # 1,000 / 10,000 / 60,000 rows on moto's S3
+    tessera bench loading --sizes 1000 --store memory
+
+For each size: a dataset of that many rows (sheets of 100 cells, one shard per row, written as
+Vectorize writes them) is loaded three times through `tessera.dataset.load_dataset`:
+
+- first load: no snapshot yet, so every shard is read (the baseline), and a snapshot is written;
+- unchanged: the same listing again, one snapshot GET;
+- one sheet added: 100 new rows, then a load that starts from the latest snapshot;
+- full read: the same rows with the snapshots removed, every shard read (the baseline).
+
+Requests are counted where they are made: on the botocore client (every real S3 API call,
+each LIST page included) with `--store moto`, or on the in-memory store's methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from tessera.dataset import (
+    SNAPSHOTS,
+    Row,
+    dataset_prefix,
+    encode_row,
+    load_dataset,
+    shard_key_for_tile,
+)
+from tessera.storage import ObjectStore, encode_metadata
+from tessera.storage.memory import InMemoryObjectStore
+
+SHEET_CELLS = 100
+BUCKET = "tessera-bench-loading"
+# S3 Standard request prices (us-east-1, per 1,000): GET/HEAD and PUT/LIST.
+PRICE_PER_1000 = {"get": 0.0004, "put": 0.005}
+
+
+class CountingMemoryStore(InMemoryObjectStore):
+    """The in-memory store, counting calls the way S3 would bill them (a LIST per 1,000 keys)."""
+
+    def __init__(self) -> None:
+        super().__init__(bucket=BUCKET)
+        self.requests: Counter[str] = Counter()
+
+    def get(self, key: str) -> Any:
+        self.requests["GetObject"] += 1
+        return super().get(key)
+
+    def head(self, key: str) -> Any:
+        self.requests["HeadObject"] += 1
+        return super().head(key)
+
+    def put(self, key: str, body: bytes, **kwargs: Any) -> str:
+        self.requests["PutObject"] += 1
+        return super().put(key, body, **kwargs)
+
+    def list(self, prefix: str) -> Iterator[Any]:
+        items = list(super().list(prefix))
+        self.requests["ListObjectsV2"] += max(1, -(-len(items) // 1000))
+        return iter(items)
+
+
+@contextmanager
+def moto_store() -> Iterator[tuple[ObjectStore, Counter[str]]]:
+    """An S3ObjectStore on moto's in-process S3, its client's requests counted."""
+    import botocore.session
+    from botocore.config import Config
+    from moto import mock_aws
+
+    from tessera.storage.s3 import S3ObjectStore
+
+    with mock_aws():
+        client = botocore.session.get_session().create_client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url="https://s3.us-east-1.amazonaws.com",  # moto answers; not the env's
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(max_pool_connections=32),
+        )
+        client.create_bucket(Bucket=BUCKET)
+        counts: Counter[str] = Counter()
+
+        def count(model: Any, **_: Any) -> None:
+            counts[model.name] += 1
+
+        client.meta.events.register("before-call.s3", count)
+        yield S3ObjectStore(bucket=BUCKET, client=client), counts
+
+
+def add_sheet(store: ObjectStore, dataset: str, sheet: int, rng: np.random.Generator) -> None:
+    """One sheet's rows, as Vectorize writes them (one shard per cell, ETag and label kept)."""
+    for cell in range(SHEET_CELLS):
+        tile = f"tiles/{dataset}/sheet-{sheet:05d}/r{cell // 10:03d}-c{cell % 10:03d}.png"
+        row = Row(
+            pixels=rng.integers(0, 256, 784, dtype=np.uint8),
+            label=str(cell // 10),
+            source_key=tile,
+            source_etag=f"{sheet:05d}{cell:03d}",
+        )
+        metadata = encode_metadata({"source-etag": row.source_etag, "label": row.label})
+        store.put(
+            shard_key_for_tile(tile),
+            encode_row(row),
+            content_type="application/x-npz",
+            metadata=metadata,
+        )
+
+
+def timed_load(store: ObjectStore, counts: Counter[str], dataset: str) -> dict[str, Any]:
+    before = Counter(counts)
+    started = time.perf_counter()
+    rows = len(load_dataset(store, dataset))
+    seconds = time.perf_counter() - started
+    made = counts - before
+    gets = made["GetObject"] + made["HeadObject"]
+    puts = made["PutObject"] + made["ListObjectsV2"]
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "get": made["GetObject"],
+        "head": made["HeadObject"],
+        "list": made["ListObjectsV2"],
+        "put": made["PutObject"],
+        "usd": round(gets * PRICE_PER_1000["get"] / 1000 + puts * PRICE_PER_1000["put"] / 1000, 6),
+    }
+
+
+def bench_size(store: ObjectStore, counts: Counter[str], size: int) -> dict[str, Any]:
+    dataset = f"rows{size}"
+    rng = np.random.default_rng(size)
+    sheets = -(-size // SHEET_CELLS)
+    started = time.perf_counter()
+    for sheet in range(sheets):
+        add_sheet(store, dataset, sheet, rng)
+    written = time.perf_counter() - started
+    first = timed_load(store, counts, dataset)
+    unchanged = timed_load(store, counts, dataset)
+    add_sheet(store, dataset, sheets, rng)
+    added = timed_load(store, counts, dataset)
+    # The baseline at the same size: the same load with no snapshot to start from.
+    for item in list(store.list(f"{dataset_prefix(dataset)}{SNAPSHOTS}")):
+        store.delete(item.key)
+    full = timed_load(store, counts, dataset)
+    return {
+        "size": size,
+        "write_seconds": round(written, 1),
+        "first": first,
+        "unchanged": unchanged,
+        "one_sheet_added": added,
+        "full_read": full,
+        "get_ratio": round(full["get"] / max(1, added["get"]), 1),
+        "speedup": round(full["seconds"] / max(1e-9, added["seconds"]), 1),
+    }
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    header = "| rows | load | rows read | GET | HEAD | LIST | PUT | seconds | cost (USD) |"
+    lines = [header, "|" + "---|" * 9]
+    for r in results:
+        for name in ("first", "unchanged", "one_sheet_added", "full_read"):
+            m = r[name]
+            lines.append(
+                f"| {r['size']:,} | {name.replace('_', ' ')} | {m['rows']:,} | {m['get']:,} | "
+                f"{m['head']} | {m['list']} | {m['put']} | {m['seconds']:.2f} | {m['usd']:.6f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tessera bench loading", description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000,60000", help="comma-separated row counts")
+    parser.add_argument("--store", choices=["moto", "memory"], default="moto")
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        print(f"--sizes must be comma-separated integers, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    results = []
+    if args.store == "memory":
+        memory = CountingMemoryStore()
+        results = [bench_size(memory, memory.requests, size) for size in sizes]
+    else:
+        with moto_store() as (store, counts):
+            results = [bench_size(store, counts, size) for size in sizes]
+    print(f"Dataset loading on {args.store} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+    print(_table(results))
+    for r in results:
+        print(
+            f"{r['size']:,} rows + one sheet: {r['get_ratio']}x fewer GETs and "
+            f"{r['speedup']}x faster than reading every shard (full read)"
+        )
+    print(json.dumps({"store": args.store, "results": results}))
+    return 0
