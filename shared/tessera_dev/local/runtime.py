@@ -26,6 +26,7 @@ from tessera.errors import InvalidInput
 from tessera.serving.api_input import parse_train_request
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import LocalApi
+from tessera_dev.local.faults import Faults
 from tessera_dev.local.persistence import (
     SNAPSHOT_SECONDS,
     BucketMirror,
@@ -64,6 +65,8 @@ class LocalRuntime:
     api_port: int = 0
     data_dir: Path | None = None
     snapshot_seconds: float = SNAPSHOT_SECONDS
+    # Injected into every function's path (benchmarks and tests of at-least-once delivery).
+    faults: Faults | None = None
     queues: list[ProvisionedQueue] = field(default_factory=list)
     pumps: list[EventPump] = field(default_factory=list)
     # What the start restored from the data directory, and which of it was sent again.
@@ -127,9 +130,12 @@ class LocalRuntime:
             self._snapshotter = Snapshotter(self._mirror, s3, self.bucket, self.snapshot_seconds)
             self._snapshotter.start()
         for queue in self.queues:
-            pump = EventPump(
-                sqs=sqs, queue=queue, handler=handler_for(queue.spec.function), region=REGION
-            )
+            handler = handler_for(queue.spec.function)
+            if self.faults is not None:
+                handler = self.faults.wrap(
+                    queue.spec.function, handler, sqs=sqs, queue_url=queue.url
+                )
+            pump = EventPump(sqs=sqs, queue=queue, handler=handler, region=REGION)
             pump.start()
             self.pumps.append(pump)
         self._api = LocalApi(
