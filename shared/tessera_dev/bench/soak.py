@@ -40,7 +40,7 @@ def sheet_bytes(index: int, cells: int, cols: int) -> tuple[bytes, list[str]]:
     digits = sklearn_digits()
     rows = math.ceil(cells / cols)
     labels = [str((index + row) % 10) for row in range(rows)]
-    ink = []
+    ink: list[np.ndarray] = []
     for row, label in enumerate(labels):
         pool = np.flatnonzero(digits.labels == label)
         count = min(cols, cells - row * cols)
