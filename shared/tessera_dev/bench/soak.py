@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,10 @@ def run_soak(
     redriven); otherwise they go on through the redrives too."""
     # Every injected crash is logged by the pump as a failed batch: thousands of tracebacks.
     logging.getLogger("tessera_dev.local.pump").setLevel(logging.CRITICAL)
-    with LocalRuntime(bucket="tessera-soak", faults=faults) as runtime:
+    # A bucket of its own: moto's state is per process, and another run's sheets at the same
+    # keys would be superseded and counted.
+    bucket = f"tessera-soak-{uuid.uuid4().hex[:8]}"
+    with LocalRuntime(bucket=bucket, faults=faults) as runtime:
         described = runtime.describe()
         target = Target(
             bucket=runtime.bucket,
