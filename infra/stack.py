@@ -195,10 +195,11 @@ class TesseraStack(Stack):
                 [prefixes.datasets, prefixes.models, prefixes.runs],
             ),
         )
-        # Split forgets a stale quarantine record once the same bytes split after all (their
-        # labels manifest arrived second): the only deletion anything in the pipeline makes.
+        # The only deletions anything in the pipeline makes, both Split's: a stale quarantine
+        # record once the same bytes split after all (their labels manifest arrived second),
+        # and the superseded record of a sheet whose bytes came back to its key.
         deletes: dict[iam.IRole, list[str]] = {
-            self.ingest.split.handler.role: [prefixes.quarantine]
+            self.ingest.split.handler.role: [prefixes.quarantine, SUPERSEDED_PATTERN]
         }
         for role, read, write in grants:
             grant_prefixes(

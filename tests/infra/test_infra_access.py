@@ -66,8 +66,9 @@ def test_object_access_is_scoped_to_the_component_prefixes(
         f"{bucket_arn}/{prefix}*" for prefix in writes
     }
     assert resources_for_action(statements, "s3:ListBucket") == {bucket_arn}
-    # and deletes nothing, except split's stale quarantine records
-    deletes = {f"{bucket_arn}/{P.quarantine}*"} if component == "split" else set()
+    # and deletes nothing, except split's stale quarantine and superseded records
+    split_deletes = {f"{bucket_arn}/{P.quarantine}*", f"{bucket_arn}/{SUPERSEDED_PATTERN}*"}
+    deletes = split_deletes if component == "split" else set()
     assert resources_for_action(statements, "s3:DeleteObject") == deletes
 
 

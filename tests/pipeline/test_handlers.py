@@ -271,3 +271,7 @@ def test_new_bytes_at_a_sheets_key_supersede_its_earlier_rows(
     assert len(load_dataset(memory_store, "digits")) == 30
     # AND the same bytes uploaded to a key again supersede nothing
     assert "superseded" not in drop(other, "1").detail
+    # AND the first bytes coming back to their key make their sheet the key's again
+    memory_store.put(f"datasets/digits/superseded/{old_ids[0]}.json", b"{}")
+    assert drop(key, "3").detail["superseded"] == [outcome.detail["sheet_id"]]
+    assert sorted(load_dataset(memory_store, "digits").y.tolist()) == ["1"] * 10 + ["3"] * 10

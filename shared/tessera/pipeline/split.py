@@ -113,12 +113,16 @@ def _supersede_earlier_versions(
     store: ObjectStore, dataset: str, key: str, sheet_id: str, etag: str
 ) -> list[str]:
     """A key holds one sheet: earlier versions of it (other bytes uploaded to the same key) are
-    recorded as superseded, so training ignores their rows. Nothing is deleted: the record says
-    which upload replaced which, and removing it brings the old rows back.
+    recorded as superseded, so training ignores their rows. No tile or row is deleted: the
+    record says which upload replaced which, and removing it brings the old rows back.
 
     Sheet ids begin with the key's file stem, so one LIST of manifests with that prefix finds
     every candidate; each is checked against the key it came from.
     """
+    # This very sheet may have been superseded before (bytes A, then B, then A again): it is
+    # the key's sheet now.
+    if store.head(superseded_key(dataset, sheet_id)) is not None:
+        store.delete(superseded_key(dataset, sheet_id))
     stem = sheet_id.rsplit("-", 1)[0]
     prefix = f"{dataset_prefix(dataset)}{SHEETS}{stem}-"
     replaced = []
