@@ -123,11 +123,11 @@ def _supersede_earlier_versions(
     # the key's sheet now.
     if store.head(superseded_key(dataset, sheet_id)) is not None:
         store.delete(superseded_key(dataset, sheet_id))
+    manifests = f"{dataset_prefix(dataset)}{SHEETS}"
     stem = sheet_id.rsplit("-", 1)[0]
-    prefix = f"{dataset_prefix(dataset)}{SHEETS}{stem}-"
     replaced = []
-    for item in store.list(prefix):
-        old_id = item.key[len(dataset_prefix(dataset) + SHEETS) :].removesuffix(".json")
+    for item in store.list(f"{manifests}{stem}-"):
+        old_id = item.key[len(manifests) :].removesuffix(".json")
         if not item.key.endswith(".json") or old_id == sheet_id:
             continue
         try:

@@ -25,9 +25,7 @@ from tessera.dataset import Dataset
 from tessera.imaging.decode import decode_image
 from tessera.imaging.normalize import to_vectors
 from tessera.sheets.cutting import cut_sheet
-from tessera_dev.evaluation.sheets import SEED_ROWS
-
-SEED_SHEET = "seed_letters_digits_10x10.jpg"
+from tessera_dev.evaluation.sheets import SEED_ROWS, SEED_SHEET
 
 SHOTS = (10, 30, 100)
 

@@ -20,11 +20,14 @@ from PIL import Image
 from tessera.imaging.decode import decode_image
 from tessera.imaging.normalize import normalize_tile, to_vectors
 from tessera.serving.model import OnnxClassifier
-from tessera_dev.evaluation.sheets import evaluate_sheet
+from tessera_dev.evaluation.sheets import (
+    OPENCV_LABELS,
+    OPENCV_SHEET,
+    evaluate_sheet,
+    generated_sheets,
+)
 from tessera_dev.samples import Glyphs, sklearn_digits
-from tessera_dev.synthetic import SheetStyle, make_sheet
 
-OPENCV_SHEET = "opencv_digits_5000_grid.png"
 # scikit-learn's 8x8 digits drawn into a 32-pixel tile with a 3-pixel paper margin, as a cell.
 _TILE, _MARGIN = 32, 3
 
@@ -65,27 +68,6 @@ def score_vectors(
     return SourceScore(source, int((predicted == labels).sum()), len(labels))
 
 
-def generated_sheets(
-    test: Glyphs, count: int, *, rows: int = 12, cols: int = 16
-) -> list[tuple[bytes, list[str | None]]]:
-    """`count` generated sheets of MNIST test digits, as PNG bytes and cell labels (the sheets
-    `tessera eval sheets` scores)."""
-    per_sheet = rows * cols
-    sheets = []
-    for index in range(count):
-        offset = index * per_sheet
-        sheet = make_sheet(
-            test.ink[offset:],
-            test.labels[offset:],
-            rows=rows,
-            cols=cols,
-            seed=index,
-            style=SheetStyle(),
-        )
-        sheets.append((sheet.png(), sheet.labels))
-    return sheets
-
-
 def score_sources(
     model: OnnxClassifier,
     *,
@@ -99,12 +81,11 @@ def score_sources(
     scores = []
     opencv = sheets_dir / OPENCV_SHEET if sheets_dir else None
     if opencv is not None and opencv.exists():
-        labels: list[str | None] = [str(r // 5) for r in range(50) for _ in range(100)]
         result = evaluate_sheet(
             "opencv",
             decode_image(opencv.read_bytes()),
             expected=(50, 100),
-            labels=labels,
+            labels=OPENCV_LABELS,
             model=model,
         )
         scores.append(SourceScore("5000-cell sheet", result.correct, result.scored or 5000))
@@ -112,15 +93,15 @@ def score_sources(
     scores.append(score_vectors(model, "scikit-learn digits", digit_tiles(digits), digits.labels))
     if mnist_test is not None and generated:
         correct = scored = 0
-        for png, sheet_labels in generated_sheets(mnist_test, generated, rows=rows, cols=cols):
+        for sheet in generated_sheets(mnist_test, generated, rows=rows, cols=cols):
             result = evaluate_sheet(
                 "generated",
-                decode_image(png),
+                decode_image(sheet.png()),
                 expected=(rows, cols),
-                labels=sheet_labels,
+                labels=sheet.labels,
                 model=model,
             )
             correct += result.correct
-            scored += result.scored or sum(label is not None for label in sheet_labels)
+            scored += result.scored or sum(label is not None for label in sheet.labels)
         scores.append(SourceScore(f"generated sheets ({generated})", correct, scored))
     return scores

@@ -79,12 +79,10 @@ def _labelled(families: list[str], augmentations: list[str]) -> list[tuple[str, 
 
     runs: list[tuple[str, str | None]] = []
     for family in families:
-        recipe = KERAS_RECIPES.get(family)
-        if recipe is None or recipe.augmentation is None:
-            runs.append((family, None))
-            continue
         runs.append((family, None))
-        runs.extend((family, name) for name in augmentations if name != "strong")
+        recipe = KERAS_RECIPES.get(family)
+        if recipe is not None and recipe.augmentation is not None:
+            runs.extend((family, name) for name in augmentations if name != "strong")
     return runs
 
 

@@ -37,9 +37,29 @@ from tessera_dev.evaluation.pages import (
     totals,
 )
 from tessera_dev.samples import Glyphs, data_dir, mnist
-from tessera_dev.synthetic import SheetStyle, make_sheet
+from tessera_dev.synthetic import SheetStyle, SyntheticSheet, make_sheet
 
+SEED_SHEET = "seed_letters_digits_10x10.jpg"
 SEED_ROWS = ("x", "y", "z", "t", "1", "2", "3", "4", "5", "6")
+# OpenCV's digits.png: 50 rows x 100 cells of 20x20, five rows of each digit in turn.
+OPENCV_SHEET = "opencv_digits_5000_grid.png"
+OPENCV_LABELS: list[str | None] = [str(row // 5) for row in range(50) for _ in range(100)]
+
+
+def generated_sheets(test: Glyphs, count: int, *, rows: int, cols: int) -> list[SyntheticSheet]:
+    """`count` generated sheets of MNIST test digits, each drawing the next rows x cols."""
+    per_sheet = rows * cols
+    return [
+        make_sheet(
+            test.ink[index * per_sheet :],
+            test.labels[index * per_sheet :],
+            rows=rows,
+            cols=cols,
+            seed=index,
+            style=SheetStyle(),
+        )
+        for index in range(count)
+    ]
 
 
 @dataclass
@@ -223,17 +243,18 @@ def main(argv: list[str]) -> int:
     model = _load_model(args)
     results: list[SheetResult] = []
 
-    opencv = folder / "sheets" / "opencv_digits_5000_grid.png"
+    opencv = folder / "sheets" / OPENCV_SHEET
     if opencv.exists():
         image = decode_image(opencv.read_bytes())
-        labels: list[str | None] = [str(r // 5) for r in range(50) for _ in range(100)]
         results.append(
-            evaluate_sheet(opencv.name, image, expected=(50, 100), labels=labels, model=model)
+            evaluate_sheet(
+                opencv.name, image, expected=(50, 100), labels=OPENCV_LABELS, model=model
+            )
         )
-    seed = folder / "sheets" / "seed_letters_digits_10x10.jpg"
+    seed = folder / "sheets" / SEED_SHEET
     if seed.exists():
         image = decode_image(seed.read_bytes())
-        labels = [label for label in SEED_ROWS for _ in range(10)]
+        labels: list[str | None] = [label for label in SEED_ROWS for _ in range(10)]
         results.append(
             evaluate_sheet(seed.name, image, expected=(10, 10), labels=labels, model=model)
         )
@@ -242,17 +263,8 @@ def main(argv: list[str]) -> int:
     if (mnist_dir / "t10k-images-idx3-ubyte.gz").exists():
         test = mnist(mnist_dir, split="test")
     if args.generated and test is not None:
-        per_sheet = args.rows * args.cols
-        for index in range(args.generated):
-            offset = index * per_sheet
-            sheet = make_sheet(
-                test.ink[offset:],
-                test.labels[offset:],
-                rows=args.rows,
-                cols=args.cols,
-                seed=index,
-                style=SheetStyle(),
-            )
+        sheets = generated_sheets(test, args.generated, rows=args.rows, cols=args.cols)
+        for index, sheet in enumerate(sheets):
             results.append(
                 evaluate_sheet(
                     f"generated-{index} ({sheet.rotation:+.1f} deg)",
