@@ -16,9 +16,9 @@ class Ingest(Construct):
 
     Sizing (from the config): split takes one sheet per invocation (a sheet is seconds of work
     and up to 40 MP of pixels), with 2 GB for the decoded image and the CPU share that comes with
-    it, and 120 s for the largest sheet. Vectorize takes tiles ten at a time with a 1 s window,
-    which cuts invocations tenfold when a sheet lands hundreds of tiles at once; a tile is tiny,
-    so 512 MB and 30 s are ample.
+    it, and 120 s for the largest sheet. Vectorize takes one sheet's tile batch per invocation
+    (Split's `tiles.npz`, every cell of the sheet) and writes the sheet's rows as one shard: a
+    cell is about a millisecond, so 1 GB and 120 s cover a 20,000-cell sheet with room.
     """
 
     def __init__(

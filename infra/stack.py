@@ -18,7 +18,7 @@ from infra.serving import Serving
 from infra.storage import Storage
 from infra.training_job import Training
 from tessera.config import PIPELINE, Env
-from tessera.dataset import SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
+from tessera.dataset import ROWS_PATTERN, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
 
 CONTEXT_PREFIX = "tessera:"
 
@@ -174,11 +174,12 @@ class TesseraStack(Stack):
                 [prefixes.incoming_train, SHEET_MANIFESTS_PATTERN],
                 [prefixes.tiles, prefixes.quarantine, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN],
             ),
-            # datasets/ is read too: a row is rewritten only when its source tile changed (HEAD).
+            # Rows are read too: a sheet's shard is rewritten only when its tile batch changed
+            # (HEAD). Nothing else under datasets/ (manifests, snapshots) is Vectorize's.
             (
                 self.ingest.vectorize.handler.role,
-                [prefixes.tiles, prefixes.datasets],
-                [prefixes.datasets, prefixes.quarantine],
+                [prefixes.tiles, ROWS_PATTERN],
+                [ROWS_PATTERN, prefixes.quarantine],
             ),
             # The internet-facing function reads models (and their embedding index) only.
             (self.serving.inference.role, [prefixes.models], []),

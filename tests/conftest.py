@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
+from tessera.config import TILE_BATCH
+from tessera.dataset import Row, decode_rows
 from tessera.storage import ObjectStore
 from tessera.storage.memory import InMemoryObjectStore
 from tessera.storage.s3 import S3ObjectStore
@@ -114,6 +116,24 @@ def digits_sheet(
 
 def keys_under(store: ObjectStore, prefix: str) -> list[str]:
     return sorted(item.key for item in store.list(prefix))
+
+
+def tiles_under(store: ObjectStore, prefix: str = "tiles/") -> list[str]:
+    """The tile PNGs (not the sheets' tile batches beside them)."""
+    return [key for key in keys_under(store, prefix) if key.endswith(".png")]
+
+
+def tile_batches_under(store: ObjectStore, prefix: str = "tiles/") -> list[str]:
+    return [key for key in keys_under(store, prefix) if key.endswith(f"/{TILE_BATCH}")]
+
+
+def rows_under(store: ObjectStore, prefix: str) -> list[Row]:
+    """Every row of every shard under `prefix`, shard by shard."""
+    return [
+        row
+        for key in keys_under(store, prefix)
+        for row in decode_rows(store.get(key).body, key=key).as_rows()
+    ]
 
 
 def assert_probabilities(values: list[float]) -> None:

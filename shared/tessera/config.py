@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 TILE_SIZE = 28
 GLYPH_BOX = 20
 VECTOR_LENGTH = TILE_SIZE * TILE_SIZE
+# The one object per sheet Split writes beside its tiles and Vectorize is triggered by.
+TILE_BATCH = "tiles.npz"
 
 
 class Env:
@@ -149,11 +151,11 @@ PIPELINE = PipelineConfig(
             name="tessera-vectorize",
             function="vectorize",
             prefix=_PREFIXES.tiles,
-            suffixes=(".png",),
-            batch_size=10,
-            max_batching_window_seconds=1,
-            function_timeout_seconds=30,
-            function_memory_mb=512,
+            # One message per sheet (its tile batch), not per tile: the PNGs are for people.
+            suffixes=(f"/{TILE_BATCH}",),
+            batch_size=1,  # a sheet of up to max_grid_cells tiles is a unit of work of its own
+            function_timeout_seconds=120,
+            function_memory_mb=1024,
             max_concurrency=20,
         ),
         QueueSpec(

@@ -1,10 +1,12 @@
-"""The dataset format: one small shard per tile under datasets/<name>/rows/, and snapshots.
+"""The dataset format: one shard per sheet under datasets/<name>/rows/, and snapshots.
 
 S3 has no append, and concurrent vectorize invocations must not overwrite each other, so each
-tile's row is written to a key derived from the tile's key: reprocessing a message rewrites the
-same shard instead of adding a row. Training reads every shard once, then writes a snapshot
-keyed by the fingerprint of what it read, so the next run over unchanged data is one GET, and
-the next after new sheets reads the latest snapshot and only the shards new since.
+sheet's rows are written to a key derived from the sheet's id: reprocessing a message rewrites
+the same shard instead of adding rows. (Before per-sheet shards each tile had a shard of its
+own, rows/<sheet>/<cell>.npz; those are still read, and a sheet's shard replaces them.)
+Training reads every shard once, then writes a snapshot keyed by the fingerprint of what it
+read, so the next run over unchanged data is one GET, and the next after new sheets reads the
+latest snapshot and only the shards new since.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SUPERSEDED = "superseded/"
 # and the record of a sheet superseded by a new version of its key.
 SHEET_MANIFESTS_PATTERN = f"{PIPELINE.prefixes.datasets}*/{SHEETS}"
 SUPERSEDED_PATTERN = f"{PIPELINE.prefixes.datasets}*/{SUPERSEDED}"
+ROWS_PATTERN = f"{PIPELINE.prefixes.datasets}*/{ROWS}"  # all Vectorize reads and writes there
 
 
 class DatasetError(Exception):
@@ -83,9 +86,35 @@ def superseded_sheets(store: ObjectStore, name: str) -> set[str]:
 
 
 def sheet_of_shard(shard_key: str) -> str:
-    """datasets/<dataset>/rows/<sheet>/<cell>.npz -> <sheet> ("" for a shard outside a sheet)."""
+    """datasets/<dataset>/rows/<sheet>.npz (or a tile's rows/<sheet>/<cell>.npz) -> <sheet>."""
     rest = shard_key.split(f"/{ROWS}", 1)[-1]
-    return rest.split("/", 1)[0] if "/" in rest else ""
+    return rest.split("/", 1)[0] if "/" in rest else rest.removesuffix(".npz")
+
+
+def sheet_shard_key(name: str, sheet_id: str) -> str:
+    """Where Vectorize writes every row of one sheet."""
+    return f"{dataset_prefix(name)}{ROWS}{sheet_id}.npz"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The rows of one shard, in the shard's order."""
+
+    pixels: NDArray[np.uint8]  # (n, 784)
+    labels: list[str]
+    sources: list[str]  # the tile each row came from
+    etags: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def as_rows(self) -> list[Row]:
+        return [
+            Row(pixels=p, label=label, source_key=source, source_etag=etag)
+            for p, label, source, etag in zip(
+                self.pixels, self.labels, self.sources, self.etags, strict=True
+            )
+        ]
 
 
 def shard_key_for_tile(tile_key: str) -> str:
@@ -131,8 +160,70 @@ def decode_row(data: bytes, *, key: str = "") -> Row:
     return row
 
 
+def encode_rows(rows: Sequence[Row]) -> bytes:
+    """One shard of many rows (a sheet's), in the order given."""
+    pixels = np.stack([r.pixels for r in rows]) if rows else np.zeros((0, VECTOR_LENGTH), np.uint8)
+    if pixels.shape[1:] != (VECTOR_LENGTH,) or pixels.dtype != np.uint8:
+        raise ValueError(f"a row is {VECTOR_LENGTH} uint8 values, got {pixels.shape[1:]}")
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        pixels=pixels,
+        label=np.array([r.label for r in rows], dtype=str),
+        source_key=np.array([r.source_key for r in rows], dtype=str),
+        source_etag=np.array([r.source_etag for r in rows], dtype=str),
+    )
+    return buffer.getvalue()
+
+
+def decode_rows(data: bytes, *, key: str = "") -> Rows:
+    """A sheet's shard, or a single tile's (the layout before per-sheet shards)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as shard:
+            pixels = shard["pixels"]
+            labels, sources, etags = (
+                [str(v) for v in np.atleast_1d(shard[name])]
+                for name in ("label", "source_key", "source_etag")
+            )
+    except Exception as error:  # numpy raises many types for a damaged archive
+        raise DatasetError(f"corrupt shard {key}: {error}") from None
+    if pixels.ndim == 1:  # one tile's shard
+        pixels = pixels.reshape(1, -1)
+    if (
+        pixels.shape[1:] != (VECTOR_LENGTH,)
+        or pixels.dtype != np.uint8
+        or not len(pixels) == len(labels) == len(sources) == len(etags)
+    ):
+        raise DatasetError(
+            f"corrupt shard {key}: expected n x {VECTOR_LENGTH} uint8 pixels and n labels, "
+            f"got {pixels.shape} {pixels.dtype} and {len(labels)} labels"
+        )
+    return Rows(pixels=pixels, labels=labels, sources=sources, etags=etags)
+
+
+def sheet_rows_version(store: ObjectStore, name: str, sheet_id: str) -> str | None:
+    """Which version of a sheet (its tile batch's digest) its shard holds: one HEAD."""
+    head = store.head(sheet_shard_key(name, sheet_id))
+    return None if head is None else head.metadata.get("tile-batch")
+
+
+def put_sheet_rows(
+    store: ObjectStore, name: str, sheet_id: str, rows: Sequence[Row], *, version: str
+) -> str:
+    """Write a sheet's rows as one shard, recording which `version` of the sheet they are."""
+    key = sheet_shard_key(name, sheet_id)
+    store.put(
+        key,
+        encode_rows(rows),
+        content_type="application/x-npz",
+        metadata={"tile-batch": version, "rows": str(len(rows))},
+    )
+    return key
+
+
 def write_row(store: ObjectStore, row: Row) -> tuple[str, bool]:
-    """Write a tile's row unless the same row is already there; (key, written).
+    """Write a tile's row as a shard of its own unless the same row is already there; (key,
+    written). The layout before per-sheet shards: `load_dataset` still reads it.
 
     A row is its tile's content *and* its label: a sheet uploaded again with the same bytes but
     corrected labels rewrites its tiles with the same ETags, and its rows must follow the new
@@ -160,7 +251,7 @@ def load_dataset(store: ObjectStore, name: str, *, workers: int = 32) -> Dataset
     where their shard is unchanged, so only new and rewritten shards are read: adding a sheet
     costs its rows, not the dataset's."""
     prefix = dataset_prefix(name) + ROWS
-    listing = {item.key: item.etag.strip('"') for item in store.list(prefix)}
+    listing = _current_shards({item.key: item.etag.strip('"') for item in store.list(prefix)})
     if not listing:
         raise DatasetError(f"dataset {name!r} is empty: no rows under s3://{store.bucket}/{prefix}")
     retired = superseded_sheets(store, name)
@@ -178,43 +269,67 @@ def load_dataset(store: ObjectStore, name: str, *, workers: int = 32) -> Dataset
 
     keys = sorted(listing)
     base = _latest_snapshot(store, name)
-    kept: dict[str, int] = {}
+    kept: dict[str, list[int]] = {}
     if base is not None:
-        kept = {
-            key: index
-            for index, (key, etag) in enumerate(zip(base.keys, base.etags, strict=True))
-            if listing.get(key) == etag
-        }
+        for index, (key, etag) in enumerate(zip(base.keys, base.etags, strict=True)):
+            if listing.get(key) == etag:
+                kept.setdefault(key, []).append(index)
     wanted = [key for key in keys if key not in kept]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         read = dict(
             zip(
                 wanted,
-                pool.map(lambda key: decode_row(store.get(key).body, key=key), wanted),
+                pool.map(lambda key: decode_rows(store.get(key).body, key=key), wanted),
                 strict=True,
             )
         )
-    x = np.zeros((len(keys), VECTOR_LENGTH), dtype=np.uint8)
-    y, sources = [], []
-    for position, key in enumerate(keys):
+    parts_x: list[NDArray[np.uint8]] = []
+    y: list[str] = []
+    sources: list[str] = []
+    row_keys: list[str] = []
+    for key in keys:
         if key in kept:
             assert base is not None
-            index = kept[key]
-            x[position] = base.dataset.x[index]
-            y.append(str(base.dataset.y[index]))
-            sources.append(str(base.dataset.sources[index]))
+            indices = kept[key]
+            parts_x.append(base.dataset.x[indices])
+            y.extend(str(label) for label in base.dataset.y[indices])
+            sources.extend(str(source) for source in base.dataset.sources[indices])
+            row_keys.extend([key] * len(indices))
         else:
-            row = read[key]
-            x[position] = row.pixels
-            y.append(row.label)
-            sources.append(row.source_key)
+            rows = read[key]
+            parts_x.append(rows.pixels)
+            y.extend(rows.labels)
+            sources.extend(rows.sources)
+            row_keys.extend([key] * len(rows))
+    x = np.concatenate(parts_x) if parts_x else np.zeros((0, VECTOR_LENGTH), np.uint8)
+    if not len(x):
+        raise DatasetError(f"dataset {name!r} has shards but no rows (every cell was empty)")
     dataset = Dataset(x=x, y=np.array(y), sources=np.array(sources), fingerprint=fingerprint)
-    etags = [listing[key] for key in keys]
+    etags = [listing[key] for key in row_keys]
     store.put(
-        snapshot_key, _encode_snapshot(dataset, keys, etags), content_type="application/x-npz"
+        snapshot_key,
+        _encode_snapshot(dataset, row_keys, etags),
+        content_type="application/x-npz",
     )
-    store.put_json(_latest_key(name), {"fingerprint": fingerprint, "rows": len(keys)})
+    store.put_json(_latest_key(name), {"fingerprint": fingerprint, "rows": len(row_keys)})
     return dataset
+
+
+def _current_shards(listing: dict[str, str]) -> dict[str, str]:
+    """The listing without the per-tile shards of sheets that have a shard of their own (a
+    sheet split again since per-sheet shards: its rows would be there twice)."""
+    sheets = {key.removesuffix(".npz") + "/" for key in listing if _is_sheet_shard(key)}
+    if not sheets:
+        return listing
+    return {
+        key: etag
+        for key, etag in listing.items()
+        if _is_sheet_shard(key) or key.rsplit("/", 1)[0] + "/" not in sheets
+    }
+
+
+def _is_sheet_shard(key: str) -> bool:
+    return "/" not in key.split(f"/{ROWS}", 1)[-1]
 
 
 def _snapshot_key(name: str, fingerprint: str) -> str:

@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 
 from infra.stack import TesseraStack
 from tessera.config import PIPELINE, QueueSpec
-from tessera.dataset import SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
+from tessera.dataset import ROWS_PATTERN, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
 from tests.infra.conftest import Synthesized
 from tests.infra.infra_template_tools import (
     logical_id,
@@ -29,8 +29,8 @@ EXPECTED_ACCESS: dict[str, tuple[Callable[[TesseraStack], iam.IRole], set[str], 
     ),
     "vectorize": (
         lambda s: s.ingest.vectorize.handler.role,
-        {P.tiles, P.datasets},
-        {P.datasets, P.quarantine},
+        {P.tiles, ROWS_PATTERN},
+        {ROWS_PATTERN, P.quarantine},
     ),
     "inference": (lambda s: s.serving.inference.role, {P.models}, set()),
     "batch_predict": (

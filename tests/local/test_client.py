@@ -39,12 +39,15 @@ def _rows_sheet(digits: Glyphs, tmp_path: Path, name: str, per_label: int) -> Pa
 
 
 def _wait_for_rows(target: client.Target, prefix: str, count: int) -> None:
+    """Until the sheets' shards under `prefix` hold `count` rows (their `rows` metadata)."""
     s3 = target.client("s3")
     for _ in range(120):
-        if s3.list_objects_v2(Bucket=target.bucket, Prefix=prefix).get("KeyCount", 0) >= count:
+        listed = s3.list_objects_v2(Bucket=target.bucket, Prefix=prefix).get("Contents", [])
+        heads = [s3.head_object(Bucket=target.bucket, Key=item["Key"]) for item in listed]
+        if sum(int(head["Metadata"].get("rows", "0")) for head in heads) >= count:
             return
         time.sleep(0.5)
-    raise AssertionError(f"fewer than {count} objects under {prefix}")
+    raise AssertionError(f"fewer than {count} rows under {prefix}")
 
 
 def test_the_client_runs_the_pipeline_end_to_end(
@@ -54,7 +57,7 @@ def test_the_client_runs_the_pipeline_end_to_end(
     sheet = _rows_sheet(digits, tmp_path, "rows.png", 30)
     key = client.drop(target, sheet, dataset="digits", row_labels=list(LABELS), grid="3x30")
     assert key == "incoming/train/digits/rows.png"
-    _wait_for_rows(target, "datasets/digits/rows/", 90)
+    _wait_for_rows(target, "datasets/digits/rows/", 90)  # one shard: the sheet's 90 rows
     # WHEN it trains and waits, twice (two versions)
     seen: list[str] = []
     first = client.train(target, datasets=["digits"], wait=True, progress=seen.append)

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.runtime import LocalRuntime
 from tessera_dev.samples import Glyphs, render_sheet
-from tests.conftest import digits_sheet
+from tests.conftest import digits_sheet, rows_under, tiles_under
 from tests.sheets.free_pages import font_digits, free_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -50,6 +51,10 @@ def count(runtime: LocalRuntime, prefix: str) -> int:
     return int(response.get("KeyCount", 0))
 
 
+def store_of(runtime: LocalRuntime) -> S3ObjectStore:
+    return S3ObjectStore(bucket=runtime.bucket, client=runtime.client("s3"))
+
+
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[LocalRuntime]:
     with LocalRuntime(bucket="tessera-e2e") as started:
@@ -75,8 +80,8 @@ def ingested(runtime: LocalRuntime, digits: Glyphs) -> dict[str, int]:
     )
     assert runtime.wait_until_idle(timeout=120)
     return {
-        "tiles": count(runtime, "tiles/digits/"),
-        "rows": count(runtime, "datasets/digits/rows/"),
+        "tiles": len(tiles_under(store_of(runtime), "tiles/digits/")),
+        "rows": len(rows_under(store_of(runtime), "datasets/digits/rows/")),
     }
 
 
@@ -173,7 +178,7 @@ def test_the_real_aws_cli_works_against_the_local_endpoint(
     sheet.write_bytes(digits_sheet(digits, "2", 10, offset=130))
     env = {**os.environ, **runtime.env()}
     env.pop("AWS_ENDPOINT_URL")  # the CLI is told the endpoint the way a user would tell it
-    before = count(runtime, "tiles/digits/")
+    before = len(tiles_under(store_of(runtime), "tiles/digits/"))
     subprocess.run(
         [
             "aws",
@@ -190,7 +195,7 @@ def test_the_real_aws_cli_works_against_the_local_endpoint(
         timeout=60,
     )
     assert runtime.wait_until_idle(timeout=60)
-    assert count(runtime, "tiles/digits/") == before + 10
+    assert len(tiles_under(store_of(runtime), "tiles/digits/")) == before + 10
 
 
 @pytest.mark.parametrize(
@@ -315,8 +320,7 @@ def test_every_documented_sheet_drop_works_with_the_real_aws_cli(
                 )
                 assert reason["code"] == "model_not_found", f"{key}: {reason}"
     # AND the labels from the manifest, which metadata could not carry, reached the rows
-    rows = s3.list_objects_v2(Bucket=runtime.bucket, Prefix="datasets/greek/rows/")
-    assert rows.get("KeyCount") == 10
+    assert len(rows_under(store_of(runtime), "datasets/greek/rows/")) == 10
 
 
 def test_a_poison_message_ends_in_its_dlq_and_the_pump_goes_on(

@@ -14,15 +14,15 @@ from tessera_dev.local.faults import Faults
 def test_crashes_before_and_after_the_work_and_duplicates_leave_one_row_per_tile() -> None:
     # GIVEN faults in every function's path: crashes before and after the work, duplicates
     faults = Faults(crash_before=0.1, crash_after=0.3, duplicate=0.2, seed=1)
-    # WHEN 3 sheets of 20 cells are dropped and the queues drain (and any DLQ is redriven)
-    result = run_soak(sheets=3, cells=20, cols=5, faults=faults, timeout=300)
+    # WHEN 8 sheets of 10 cells are dropped and the queues drain (and any DLQ is redriven)
+    result = run_soak(sheets=8, cells=10, cols=5, faults=faults, timeout=300)
     # THEN faults of every kind happened, messages were retried, and still every tile has
     # exactly one row: none lost, none duplicated, nothing left in a DLQ
     injected = result["injected"]
     assert sum(v for k, v in injected.items() if k.endswith("crash_after")) > 0
     assert sum(v for k, v in injected.items() if k.endswith("duplicated")) > 0
     assert result["pumps"]["vectorize"]["failed"] > 0
-    assert (result["tiles"], result["rows"]) == (60, 60)
+    assert (result["tiles"], result["rows"]) == (80, 80)
     assert result["lost"] == result["duplicated"] == result["orphaned"] == 0
     assert not any(result["dlq_after_redrive"].values())
     assert result["exactly_once"]

@@ -11,13 +11,12 @@ import numpy as np
 from PIL import Image
 
 from functions.batch_predict.handler import lambda_handler as batch_handler
-from tessera.dataset import decode_row, shard_key_for_tile
 from tessera.pipeline.split import split_object
 from tessera.pipeline.vectorize import vectorize_object
 from tessera.serving.cache import ModelCache
 from tessera_dev.local.pump import lambda_context
 from tessera_dev.samples import Glyphs, render_sheet
-from tests.conftest import BUCKET, batch_of, sqs_event_for
+from tests.conftest import BUCKET, batch_of, rows_under, sqs_event_for, tile_batches_under
 from tests.serving.conftest import MODEL, VERSION, Served
 
 CONTEXT = lambda_context("batch_predict")
@@ -45,10 +44,10 @@ def test_a_sheet_becomes_a_grid_of_labels_in_json_and_csv(served: Served, digits
     assert split_object(served.store, training_key).status == "split"
     model = ModelCache(registry=served.registry, ttl_seconds=30).get()
     expected: list[str | None] = [None] * 10
-    for item in served.store.list("tiles/digits/"):
-        assert vectorize_object(served.store, item.key).status == "vectorized"
-        row = decode_row(served.store.get(shard_key_for_tile(item.key)).body)
-        r, c = (int(part[1:]) for part in item.key.rsplit("/", 1)[1][:-4].split("-"))
+    for batch in tile_batches_under(served.store, "tiles/digits/"):
+        assert vectorize_object(served.store, batch).status == "vectorized"
+    for row in rows_under(served.store, "datasets/digits/rows/"):
+        r, c = (int(part[1:]) for part in row.source_key.rsplit("/", 1)[1][:-4].split("-"))
         x = row.pixels.astype(np.float32)[np.newaxis] / np.float32(255.0)
         expected[r * 5 + c] = model.predict(x)[0]["label"]
     labels = [cell["label"] for cell in document["cells"]]

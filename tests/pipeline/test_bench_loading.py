@@ -10,9 +10,21 @@ import pytest
 from tessera_dev.bench.loading import CountingMemoryStore, bench_size, main, moto_store
 
 
-def test_a_load_after_one_new_sheet_reads_that_sheet_and_the_snapshot_not_every_shard() -> None:
+def test_a_load_after_one_new_sheet_reads_its_one_shard_and_the_snapshot() -> None:
     store = CountingMemoryStore()
     result = bench_size(store, store.requests, 300)
+    # one shard per sheet: a first load is its 3 shards and the latest-snapshot pointer; one
+    # sheet more: its shard, the pointer and the snapshot
+    assert result["first"]["rows"] == 300 and result["first"]["get"] == 3 + 1
+    assert result["unchanged"]["get"] == 1
+    assert result["one_sheet_added"]["rows"] == 400
+    assert result["one_sheet_added"]["get"] == 1 + 2
+    assert result["full_read"]["rows"] == 400 and result["full_read"]["get"] == 4 + 1
+
+
+def test_with_a_shard_per_row_one_new_sheet_reads_its_rows_and_the_snapshot() -> None:
+    store = CountingMemoryStore()
+    result = bench_size(store, store.requests, 300, "tile")
     # a first load reads every shard; the same listing again is one snapshot GET
     assert result["first"]["rows"] == 300 and result["first"]["get"] >= 300
     assert result["unchanged"]["get"] == 1
@@ -25,7 +37,7 @@ def test_a_load_after_one_new_sheet_reads_that_sheet_and_the_snapshot_not_every_
 
 def test_requests_on_moto_are_counted_on_the_client_each_list_page_included() -> None:
     with moto_store() as (store, counts):
-        result = bench_size(store, counts, 1100)
+        result = bench_size(store, counts, 1100, "tile")
     # 1,200 rows: two LIST pages of rows, one of superseded sheets (empty)
     assert result["full_read"]["list"] == 3
     assert result["one_sheet_added"]["get"] == 100 + 2

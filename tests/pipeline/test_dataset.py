@@ -1,4 +1,5 @@
-"""The dataset format: per-tile shards, deterministic keys, snapshots."""
+"""The dataset format: per-sheet shards (and the per-tile ones before them), deterministic
+keys, snapshots."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from tessera.dataset import (
     DatasetError,
     Row,
     decode_row,
+    decode_rows,
     encode_row,
+    encode_rows,
     load_dataset,
+    put_sheet_rows,
     shard_key_for_tile,
+    sheet_of_shard,
+    sheet_rows_version,
+    sheet_shard_key,
     write_row,
 )
 from tessera.storage import ObjectStore, StoredObject
@@ -144,3 +151,88 @@ def test_adding_a_sheet_reads_only_its_rows_and_a_rewritten_row_is_read_again() 
 def test_an_empty_dataset_is_an_error_naming_it(memory_store: ObjectStore) -> None:
     with pytest.raises(DatasetError, match="'nothing' is empty"):
         load_dataset(memory_store, "nothing")
+
+
+def sheet_rows(sheet: str, labels: str) -> list[Row]:
+    return [
+        Row(
+            pixels=np.full(784, index, dtype=np.uint8),
+            label=label,
+            source_key=f"tiles/digits/{sheet}/r000-c{index:03d}.png",
+            source_etag=f"e{index}",
+        )
+        for index, label in enumerate(labels)
+    ]
+
+
+def test_a_sheets_rows_round_trip_through_one_shard_in_order() -> None:
+    rows = sheet_rows("s1", "7ß3")
+    stored = decode_rows(encode_rows(rows), key="k")
+    assert stored.labels == ["7", "ß", "3"] and len(stored) == 3
+    assert stored.sources == [r.source_key for r in rows]
+    assert [r.pixels[0] for r in stored.as_rows()] == [0, 1, 2]
+    # a tile's shard of the layout before reads as a shard of one row
+    single = decode_rows(encode_row(a_row()), key="k")
+    assert single.labels == ["7"] and single.pixels.shape == (1, 784)
+
+
+def test_a_sheet_shard_is_keyed_by_its_sheet_and_records_its_version(
+    memory_store: ObjectStore,
+) -> None:
+    key = put_sheet_rows(memory_store, "digits", "s1", sheet_rows("s1", "12"), version="d1")
+    assert key == sheet_shard_key("digits", "s1") == "datasets/digits/rows/s1.npz"
+    assert sheet_of_shard(key) == "s1" == sheet_of_shard("datasets/digits/rows/s1/r000-c001.npz")
+    assert sheet_rows_version(memory_store, "digits", "s1") == "d1"
+    assert sheet_rows_version(memory_store, "digits", "s2") is None
+
+
+def test_a_sheets_shard_replaces_its_per_tile_shards_and_others_still_load(
+    memory_store: ObjectStore,
+) -> None:
+    # GIVEN sheet s1 vectorized tile by tile (the layout before) and then again as one shard,
+    # and sheet s0 still only tile by tile
+    for col in range(3):
+        write_row(memory_store, a_row(label="1", key=f"tiles/digits/s1/r000-c{col:03d}.png"))
+        write_row(memory_store, a_row(label="0", key=f"tiles/digits/s0/r000-c{col:03d}.png"))
+    put_sheet_rows(memory_store, "digits", "s1", sheet_rows("s1", "444"), version="d")
+    # WHEN the dataset loads
+    dataset = load_dataset(memory_store, "digits")
+    # THEN s1's rows are its shard's, once, beside s0's per-tile rows
+    assert sorted(dataset.y.tolist()) == ["0", "0", "0", "4", "4", "4"]
+    assert len(set(dataset.sources.tolist())) == 6
+
+
+def test_a_snapshot_keeps_a_sheet_shards_rows_until_the_shard_changes() -> None:
+    store = CountingStore()
+    for sheet in ("s1", "s2"):
+        put_sheet_rows(store, "digits", sheet, sheet_rows(sheet, "0123"), version=sheet)
+    first = load_dataset(store, "digits")
+    assert (len(first), store.row_gets) == (8, 2)
+    store.row_gets = 0
+    put_sheet_rows(store, "digits", "s2", sheet_rows("s2", "99"), version="relabelled")
+    second = load_dataset(store, "digits")
+    assert store.row_gets == 1  # only s2's rewritten shard
+    assert sorted(second.y.tolist()) == ["0", "1", "2", "3", "9", "9"]
+
+
+def test_shards_that_hold_no_rows_are_an_error_not_an_empty_dataset(
+    memory_store: ObjectStore,
+) -> None:
+    put_sheet_rows(memory_store, "blank", "s1", [], version="d")
+    with pytest.raises(DatasetError, match="no rows"):
+        load_dataset(memory_store, "blank")
+
+
+def test_a_sheet_shard_whose_arrays_disagree_is_refused() -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        pixels=np.zeros((2, 784), np.uint8),
+        label=np.array(["1"]),
+        source_key=np.array(["a", "b"]),
+        source_etag=np.array(["e", "f"]),
+    )
+    with pytest.raises(DatasetError, match="n labels"):
+        decode_rows(buffer.getvalue(), key="k")

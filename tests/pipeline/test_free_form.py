@@ -19,7 +19,6 @@ from functions.batch_predict.handler import lambda_handler as batch_handler
 from functions.inference import handler as inference
 from functions.split.handler import lambda_handler as split_handler
 from functions.vectorize.handler import lambda_handler as vectorize_handler
-from tessera.dataset import decode_row
 from tessera.imaging.decode import decode_image, encode_png
 from tessera.sheets.cutting import SheetCut, cut_free, cut_sheet
 from tessera.sheets.freeform import SymbolCutting
@@ -27,7 +26,16 @@ from tessera.sheets.overlay import render_overlay
 from tessera.storage import ObjectStore, decode_metadata
 from tessera_dev.local.pump import lambda_context
 from tessera_dev.samples import Glyphs, render_sheet
-from tests.conftest import BUCKET, batch_of, keys_under, load_event, sqs_event_for
+from tests.conftest import (
+    BUCKET,
+    batch_of,
+    keys_under,
+    load_event,
+    rows_under,
+    sqs_event_for,
+    tile_batches_under,
+    tiles_under,
+)
 from tests.serving.conftest import Served, call_handler
 from tests.sheets.free_pages import FreePage, font_digits, free_page
 
@@ -57,7 +65,7 @@ def _split(key: str, *, message_id: str = "m0") -> dict[str, Any]:
 
 
 def _vectorize_all(store: ObjectStore) -> dict[str, Any]:
-    keys = keys_under(store, "tiles/")
+    keys = tile_batches_under(store)
     events = [sqs_event_for(BUCKET, key, message_id=f"v{i}") for i, key in enumerate(keys)]
     return vectorize_handler(batch_of(*events), CONTEXT)
 
@@ -109,7 +117,7 @@ def test_a_free_form_training_sheet_becomes_one_labelled_tile_per_symbol(
     # WHEN split runs on its SQS event
     assert _split(key) == {"batchItemFailures": []}
     # THEN each symbol is one tile keyed by line and position, labelled with its line's label
-    tiles = keys_under(store, "tiles/digits/")
+    tiles = tiles_under(store, "tiles/digits/")
     assert [t.rsplit("/", 1)[1] for t in tiles] == _tile_keys(LINES_3)
     for tile in tiles:
         line = int(tile.rsplit("/", 1)[1][1:4])
@@ -131,7 +139,7 @@ def test_a_free_form_training_sheet_becomes_one_labelled_tile_per_symbol(
     assert {item.key: item.etag for item in store.list("")} == before
     # AND vectorize makes one dataset row per symbol, with its line's label
     assert _vectorize_all(store) == {"batchItemFailures": []}
-    rows = [decode_row(store.get(k).body) for k in keys_under(store, "datasets/digits/rows/")]
+    rows = rows_under(store, "datasets/digits/rows/")
     assert len(rows) == sum(LINES_3)
     assert sorted(row.label for row in rows) == ["3"] * 6 + ["5"] * 5 + ["8"] * 4
 
@@ -162,7 +170,7 @@ def test_labels_name_the_symbols_in_reading_order(
     # WHEN split runs
     assert _split(key) == {"batchItemFailures": []}
     # THEN the n-th tile in reading order has the n-th label
-    tiles = keys_under(store, "tiles/digits/")
+    tiles = tiles_under(store, "tiles/digits/")
     labels = [decode_metadata(store.get(tile).metadata)["label"] for tile in tiles]
     assert [t.rsplit("/", 1)[1] for t in tiles] == _tile_keys(LINES_3)
     assert labels == page.labels

@@ -11,15 +11,26 @@ from PIL import Image
 
 from functions.split.handler import lambda_handler as split_handler
 from functions.vectorize.handler import lambda_handler as vectorize_handler
-from tessera.dataset import decode_row, load_dataset
+from tessera.dataset import load_dataset
 from tessera.imaging.decode import encode_png
 from tessera.pipeline.outcome import Outcome
 from tessera.pipeline.split import split_object
+from tessera.pipeline.tile_batch import TileBatch, cell_from_tile, encode_tile_batch
 from tessera.pipeline.vectorize import vectorize_object
 from tessera.storage import ObjectStore, encode_metadata
 from tessera_dev.local.pump import lambda_context
 from tessera_dev.samples import Glyphs, render_sheet
-from tests.conftest import BUCKET, batch_of, digits_sheet, keys_under, load_event, sqs_event_for
+from tests.conftest import (
+    BUCKET,
+    batch_of,
+    digits_sheet,
+    keys_under,
+    load_event,
+    rows_under,
+    sqs_event_for,
+    tile_batches_under,
+    tiles_under,
+)
 
 CONTEXT = lambda_context("test")
 
@@ -37,7 +48,7 @@ def split(store: ObjectStore, *keys: str) -> dict:  # type: ignore[type-arg]
 
 
 def vectorize_all(store: ObjectStore) -> dict:  # type: ignore[type-arg]
-    keys = keys_under(store, "tiles/")
+    keys = tile_batches_under(store)
     events = [sqs_event_for(BUCKET, key, message_id=f"v{i}") for i, key in enumerate(keys)]
     return vectorize_handler(batch_of(*events), CONTEXT)
 
@@ -54,11 +65,13 @@ def test_a_sheet_becomes_labelled_tiles_then_dataset_rows(store: ObjectStore, di
     put(store, key, digits_sheet(digits, "7", 20))
     # WHEN split and vectorize run on their SQS events
     assert split(store, key) == {"batchItemFailures": []}
-    tiles = keys_under(store, "tiles/digits/")
+    tiles = tiles_under(store, "tiles/digits/")
     assert vectorize_all(store) == {"batchItemFailures": []}
-    # THEN there are 20 tiles and 20 rows, each labelled 7 and pointing back at its tile
+    # THEN there are 20 tiles and 20 rows in one shard, each labelled 7 and pointing back at
+    # its tile
     assert len(tiles) == 20
-    rows = [decode_row(store.get(k).body) for k in keys_under(store, "datasets/digits/rows/")]
+    assert len(keys_under(store, "datasets/digits/rows/")) == 1
+    rows = rows_under(store, "datasets/digits/rows/")
     assert len(rows) == 20
     assert {row.label for row in rows} == {"7"}
     assert sorted(row.source_key for row in rows) == tiles
@@ -75,7 +88,8 @@ def test_reprocessing_the_same_messages_adds_no_rows(store: ObjectStore, digits)
     split(store, key)  # a redelivered message
     vectorize_all(store)
     after = {item.key: item.etag for item in store.list("datasets/digits/rows/")}
-    assert after == before and len(after) == 10
+    assert after == before and len(after) == 1
+    assert len(rows_under(store, "datasets/digits/rows/")) == 10
 
 
 def test_s3_test_event_is_skipped(store: ObjectStore) -> None:
@@ -135,7 +149,7 @@ def test_bad_sheets_are_quarantined_with_a_reason_and_the_batch_goes_on(
     assert reason["code"] == code and reason["stage"] == "split" and reason["message"]
     assert store.head(f"quarantine/{bad_key}") is not None  # a copy of what was uploaded
     assert store.head(bad_key) is not None  # and the upload itself is not lost
-    assert len(keys_under(store, "tiles/digits/")) == 10
+    assert len(tiles_under(store, "tiles/digits/")) == 10
 
 
 def test_a_missing_object_fails_only_its_own_message(store: ObjectStore, digits) -> None:  # type: ignore[no-untyped-def]
@@ -143,25 +157,78 @@ def test_a_missing_object_fails_only_its_own_message(store: ObjectStore, digits)
     put(store, good_key, digits_sheet(digits, "4", 10))
     result = split(store, "incoming/train/digits/4/gone-1x10.png", good_key)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
-    assert len(keys_under(store, "tiles/digits/")) == 10
+    assert len(tiles_under(store, "tiles/digits/")) == 10
 
 
-def test_an_empty_tile_is_reported_not_added(store: ObjectStore) -> None:
-    key = "tiles/digits/s1/r000-c000.png"
-    put(store, key, encode_png(np.ones((30, 30), np.float32)), encode_metadata({"label": "1"}))
+def _batch_of_cells(store: ObjectStore, cells: list[tuple[str, str, np.ndarray]]) -> str:
+    """A sheet's tile batch (and its tile PNGs) as Split writes them, from (cell, label, ink)."""
+    made = []
+    for name, label, ink in cells:
+        key = f"tiles/digits/s1/{name}.png"
+        etag = put(store, key, encode_png(ink), encode_metadata({"label": label}))
+        made.append(cell_from_tile(key, label, ink, etag))
+    batch = TileBatch("digits", "s1", "incoming/train/digits/s1.png", "e", tuple(made))
+    store.put(batch.key, encode_tile_batch(batch))
+    return batch.key
+
+
+def test_cells_without_ink_or_with_a_bad_label_are_quarantined_and_the_rest_are_rows(
+    store: ObjectStore,
+) -> None:
+    # GIVEN a sheet's batch: a blank cell, a stroke labelled "two words", and a good stroke
+    stroke = np.ones((30, 30), np.float32)
+    stroke[5:25, 14:16] = 0
+    _batch_of_cells(
+        store,
+        [
+            ("r000-c000", "1", np.ones((30, 30), np.float32)),
+            ("r000-c001", "two words", stroke),
+            ("r000-c002", "1", stroke),
+        ],
+    )
+    # WHEN Vectorize runs on it
     assert vectorize_all(store) == {"batchItemFailures": []}
-    assert keys_under(store, "datasets/") == []
-    assert reason_for(store, key)["code"] == "empty_tile"
+    # THEN the good cell is the sheet's one row, and each other cell has its reason
+    rows = rows_under(store, "datasets/digits/rows/")
+    assert [(r.source_key, r.label) for r in rows] == [("tiles/digits/s1/r000-c002.png", "1")]
+    assert reason_for(store, "tiles/digits/s1/r000-c000.png")["code"] == "empty_tile"
+    assert reason_for(store, "tiles/digits/s1/r000-c001.png")["code"] == "bad_label"
+    assert store.head("quarantine/tiles/digits/s1/r000-c001.png") is not None
 
 
-def test_a_tile_with_a_bad_label_is_quarantined(store: ObjectStore, digits) -> None:  # type: ignore[no-untyped-def]
-    key = "tiles/digits/s1/r000-c000.png"
-    ink = np.ones((30, 30), np.float32)
-    ink[5:25, 14:16] = 0
-    put(store, key, encode_png(ink), {"label": "two words"})
-    vectorize_all(store)
+@pytest.mark.parametrize(
+    "body",
+    [b"garbage", b"PK\x03\x04 not a zip", None],
+    ids=["bytes", "zip-magic", "wrong-arrays"],
+)
+def test_a_tile_batch_written_by_hand_is_quarantined_not_retried(
+    store: ObjectStore, body: bytes | None
+) -> None:
+    # GIVEN a sheet's tile batch overwritten with something Split did not write
+    key = "tiles/digits/s1/tiles.npz"
+    if body is None:  # a real archive, with arrays that do not agree
+        buffer = io.BytesIO()
+        np.savez(buffer, pixels=np.zeros(5, np.uint8), shapes=np.ones((2, 2), np.int32))
+        body = buffer.getvalue()
+    store.put(key, body)
+    # WHEN Vectorize gets its event
+    # THEN it is done with it (no retry), quarantined with a reason, and there are no rows
+    assert vectorize_all(store) == {"batchItemFailures": []}
+    assert reason_for(store, key)["code"] == "bad_tile_batch"
     assert keys_under(store, "datasets/") == []
-    assert reason_for(store, key)["code"] == "bad_label"
+
+
+def test_the_sheet_deleted_while_it_is_vectorized_loses_no_rows(
+    store: ObjectStore, digits: Glyphs
+) -> None:
+    # GIVEN a sheet split into tiles, then deleted by its owner before Vectorize ran
+    key = "incoming/train/digits/5/sheet-1x10.png"
+    put(store, key, digits_sheet(digits, "5", 10))
+    split(store, key)
+    store.delete(key)
+    # WHEN Vectorize runs, THEN the batch has all it needs: every acknowledged cell is a row
+    assert vectorize_all(store) == {"batchItemFailures": []}
+    assert len(rows_under(store, "datasets/digits/rows/")) == 10
 
 
 def test_a_malformed_message_body_is_reported_as_failed_for_retry_and_dlq(
@@ -191,13 +258,10 @@ def test_a_sheet_uploaded_again_with_corrected_labels_relabels_its_rows(
         # WHEN the same bytes are uploaded again with the corrected row labels
         memory_store.put(key, sheet, metadata={"grid": "2x5", "row-labels": labels})
         assert split_object(memory_store, key).status == "split"
-        for tile in keys_under(memory_store, "tiles/digits/"):
-            vectorize_object(memory_store, tile)
+        for batch in tile_batches_under(memory_store, "tiles/digits/"):
+            assert vectorize_object(memory_store, batch).status == "vectorized"
     # THEN the dataset holds one row per cell, each with the corrected label
-    rows = [
-        decode_row(memory_store.get(item.key).body)
-        for item in memory_store.list("datasets/digits/rows/")
-    ]
+    rows = rows_under(memory_store, "datasets/digits/rows/")
     assert len(rows) == 10
     assert sorted(row.label for row in rows) == ["3"] * 5 + ["8"] * 5
     assert all(row.label == ("3" if "/r000-" in row.source_key else "8") for row in rows)
@@ -221,12 +285,9 @@ def test_a_sheet_and_its_labels_manifest_split_in_either_order(
         statuses.append(split_object(memory_store, uploaded).status)
     # THEN the first waits (or is held as missing labels) and the second splits the sheet
     assert statuses == (["waiting", "split"] if manifest_first else ["quarantined", "split"])
-    for tile in keys_under(memory_store, "tiles/greek/"):
-        assert vectorize_object(memory_store, tile).status == "vectorized"
-    rows = [
-        decode_row(memory_store.get(item.key).body)
-        for item in memory_store.list("datasets/greek/rows/")
-    ]
+    for batch in tile_batches_under(memory_store, "tiles/greek/"):
+        assert vectorize_object(memory_store, batch).status == "vectorized"
+    rows = rows_under(memory_store, "datasets/greek/rows/")
     assert sorted(row.label for row in rows) == ["α"] * 5 + ["β"] * 5  # noqa: RUF001
     # AND no stale quarantine record says the sheet is bad
     assert keys_under(memory_store, "quarantine/") == []
@@ -243,8 +304,8 @@ def test_new_bytes_at_a_sheets_key_supersede_its_earlier_rows(
         metadata = {"grid": "2x5", "row-labels": f"{label},{label}"}
         memory_store.put(at, digits_sheet(digits, label, 10, cols=5), metadata=metadata)
         outcome = split_object(memory_store, at)
-        for tile in keys_under(memory_store, "tiles/digits/"):
-            vectorize_object(memory_store, tile)
+        for batch in tile_batches_under(memory_store, "tiles/digits/"):
+            vectorize_object(memory_store, batch)
         return outcome
 
     drop(key, "3")
@@ -265,7 +326,7 @@ def test_new_bytes_at_a_sheets_key_supersede_its_earlier_rows(
     assert len({source.split("/")[2] for source in dataset.sources}) == 2
     # AND nothing is deleted: the old rows are still stored, and dropping the record brings
     # them back
-    stored = keys_under(memory_store, f"datasets/digits/rows/{old_ids[0]}/")
+    stored = rows_under(memory_store, f"datasets/digits/rows/{old_ids[0]}.npz")
     assert len(stored) == 10
     memory_store.delete(f"datasets/digits/superseded/{old_ids[0]}.json")
     assert len(load_dataset(memory_store, "digits")) == 30

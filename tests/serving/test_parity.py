@@ -7,14 +7,14 @@ import base64
 
 import numpy as np
 
-from tessera.dataset import decode_row, shard_key_for_tile
 from tessera.imaging.decode import decode_image, encode_png
 from tessera.pipeline.batch_predictions import predict_tiles
+from tessera.pipeline.tile_batch import TileBatch, cell_from_tile, encode_tile_batch
 from tessera.pipeline.vectorize import vectorize_object
 from tessera.serving.api_input import features_from_body, features_from_image_bytes
 from tessera.serving.cache import ModelCache
-from tessera.storage import encode_metadata
 from tessera_dev.samples import Glyphs, render_sheet
+from tests.conftest import rows_under
 from tests.reference_split import split_image
 from tests.serving.conftest import Call, Served
 
@@ -25,16 +25,19 @@ def test_a_tile_is_the_same_vector_through_vectorize_and_the_api(
     # GIVEN a sheet of three handwritten digits, cut into tiles the way Split cuts it
     sheet = decode_image(render_sheet(digits.ink[10:13], cols=3))
     tiles = split_image(sheet, 1, 3)
-    for tile in tiles:
-        png = encode_png(tile.pixels)
-        key = f"tiles/digits/parity/r000-c{tile.col:03d}.png"
-        served.store.put(
-            key, png, content_type="image/png", metadata=encode_metadata({"label": "x"})
-        )
+    pngs = {f"tiles/digits/parity/r000-c{t.col:03d}.png": encode_png(t.pixels) for t in tiles}
+    cells = tuple(
+        cell_from_tile(key, "x", tile.pixels, "etag") for key, tile in zip(pngs, tiles, strict=True)
+    )
+    batch = TileBatch("digits", "parity", "incoming/train/digits/p.png", "e", cells)
+    served.store.put(batch.key, encode_tile_batch(batch))
 
-        # WHEN Vectorize turns the tile into its dataset row, and the API reads the same bytes
-        assert vectorize_object(served.store, key).status == "vectorized"
-        row = decode_row(served.store.get(shard_key_for_tile(key)).body)
+    # WHEN Vectorize turns the sheet's tile batch into rows, and the API reads each tile's PNG
+    assert vectorize_object(served.store, batch.key).status == "vectorized"
+    rows = {row.source_key: row for row in rows_under(served.store, "datasets/digits/rows/")}
+    assert sorted(rows) == sorted(pngs)
+    for key, png in pngs.items():
+        row = rows[key]
         served_vector = features_from_image_bytes(png)
         via_json = features_from_body({"image": base64.b64encode(png).decode()})[0]
 

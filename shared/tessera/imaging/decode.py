@@ -76,9 +76,14 @@ def _to_gray(image: Image.Image) -> Gray:
     return pixels
 
 
+def to_gray_bytes(pixels: Gray) -> NDArray[np.uint8]:
+    """A [0, 1] grayscale array as the 8-bit values a PNG of it holds."""
+    scaled: NDArray[np.uint8] = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+    return scaled
+
+
 def encode_png(pixels: Gray) -> bytes:
     """Encode a [0, 1] grayscale array as an 8-bit PNG (deterministic bytes for equal input)."""
-    array = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buffer, format="PNG", optimize=False)
+    Image.fromarray(to_gray_bytes(pixels), mode="L").save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()

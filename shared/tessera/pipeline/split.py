@@ -1,24 +1,39 @@
 """Split: a sheet under incoming/train/ becomes one tile object per inked cell under tiles/,
-and a manifest of the sheet (its grid, where it came from, which cells were empty)."""
+the sheet's tile batch beside them (what Vectorize reads), and a manifest of the sheet (its
+grid, where it came from, which cells were empty)."""
 
 from __future__ import annotations
 
-from tessera.config import PIPELINE
+from concurrent.futures import ThreadPoolExecutor
+
 from tessera.dataset import SHEETS, dataset_prefix, sheet_manifest_key, superseded_key
 from tessera.errors import InvalidInput
 from tessera.imaging.decode import decode_image, encode_png
 from tessera.pipeline.outcome import Outcome, quarantine_key, quarantined, too_large
+from tessera.pipeline.tile_batch import (
+    Cell,
+    TileBatch,
+    cell_from_tile,
+    encode_tile_batch,
+    tile_prefix,
+)
 from tessera.sheets.cutting import cut_sheet
 from tessera.sheets.freeform import SymbolCutting
 from tessera.sheets.overlay import overlay_key, render_overlay
 from tessera.sheets.spec import (
     LABELS_MANIFEST_SUFFIX,
     MAX_LABELS_MANIFEST_BYTES,
+    SheetSpec,
     labels_manifest_key,
     parse_labels_manifest,
     sheet_spec_from,
 )
+from tessera.sheets.tiles import Tile
 from tessera.storage import ObjectMissing, ObjectStore, encode_metadata
+
+# Tile PUTs in flight at once: S3 takes thousands per second per prefix, and one at a time a
+# large sheet would spend most of its invocation waiting.
+TILE_WRITERS = 8
 
 
 def split_object(store: ObjectStore, key: str) -> Outcome:
@@ -57,24 +72,18 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
             store, key, error, stage="split", etag=sheet.etag, extra={"overlay": picture}
         )
 
-    prefix = f"{PIPELINE.prefixes.tiles}{spec.dataset}/{spec.sheet_id}/"
+    prefix = tile_prefix(spec.dataset, spec.sheet_id)
     # Tiles hold the cleaned cell (ink bright on black, ruled lines gone); empty cells are
     # reported in the manifest and never become tiles, so they never become dataset rows.
-    for tile in cutting.inked:
-        store.put(
-            f"{prefix}r{tile.row:03d}-c{tile.col:03d}.png",
-            encode_png(tile.pixels),
-            content_type="image/png",
-            metadata=encode_metadata(
-                {
-                    "label": spec.label_at(tile.row, tile.col),
-                    "source-key": key,
-                    "source-etag": sheet.etag,
-                    "row": str(tile.row),
-                    "col": str(tile.col),
-                }
-            ),
-        )
+    cells = _write_tiles(store, prefix, key, sheet.etag, spec, cutting.inked)
+    # The sheet's one message to Vectorize, once every tile it names is there.
+    batch = TileBatch(spec.dataset, spec.sheet_id, key, sheet.etag, cells)
+    store.put(
+        batch.key,
+        encode_tile_batch(batch),
+        content_type="application/x-npz",
+        metadata={"digest": batch.digest(), "cells": str(len(cells))},
+    )
     _forget_quarantine(store, key, sheet.etag)
     manifest = {"source_key": key, "source_etag": sheet.etag, **cutting.manifest()}
     # Beside the dataset's rows, not under tiles/: nothing listens there and a listing of a
@@ -103,10 +112,44 @@ def split_object(store: ObjectStore, key: str) -> Outcome:
             "grid_source": cutting.grid_source,
             "layout": cutting.grid_source,
             "prefix": prefix,
+            "tile_batch": batch.key,
             "manifest": manifest_key,
             **({"superseded": superseded} if superseded else {}),
         },
     )
+
+
+def _write_tiles(
+    store: ObjectStore,
+    prefix: str,
+    key: str,
+    etag: str,
+    spec: SheetSpec,
+    tiles: list[Tile],
+) -> tuple[Cell, ...]:
+    """One PNG per tile, written a few at a time (a 5,000-cell sheet is 5,000 PUTs)."""
+
+    def write(tile: Tile) -> Cell:
+        label = spec.label_at(tile.row, tile.col)
+        tile_key = f"{prefix}r{tile.row:03d}-c{tile.col:03d}.png"
+        tile_etag = store.put(
+            tile_key,
+            encode_png(tile.pixels),
+            content_type="image/png",
+            metadata=encode_metadata(
+                {
+                    "label": label,
+                    "source-key": key,
+                    "source-etag": etag,
+                    "row": str(tile.row),
+                    "col": str(tile.col),
+                }
+            ),
+        )
+        return cell_from_tile(tile_key, label, tile.pixels, tile_etag)
+
+    with ThreadPoolExecutor(max_workers=TILE_WRITERS) as pool:
+        return tuple(pool.map(write, tiles))
 
 
 def _supersede_earlier_versions(

@@ -3,9 +3,11 @@ seconds, as the dataset grows, against reading every shard (what a load without 
 
     tessera bench loading                       # 1,000 / 10,000 / 60,000 rows on moto's S3
     tessera bench loading --sizes 1000 --store memory
+    tessera bench loading --layout tile         # one shard per row, the layout before
 
-For each size: a dataset of that many rows (sheets of 100 cells, one shard per row, written as
-Vectorize writes them) is loaded three times through `tessera.dataset.load_dataset`:
+For each size: a dataset of that many rows (sheets of 100 cells, one shard per sheet as
+Vectorize writes them, or with `--layout tile` one shard per row as it wrote them before per-sheet
+shards) is loaded through `tessera.dataset.load_dataset`:
 
 - first load: no snapshot yet, so every shard is read (the baseline), and a snapshot is written;
 - unchanged: the same listing again, one snapshot GET;
@@ -36,6 +38,7 @@ from tessera.dataset import (
     dataset_prefix,
     encode_row,
     load_dataset,
+    put_sheet_rows,
     shard_key_for_tile,
 )
 from tessera.storage import ObjectStore, encode_metadata
@@ -100,19 +103,30 @@ def moto_store() -> Iterator[tuple[ObjectStore, Counter[str]]]:
         yield S3ObjectStore(bucket=BUCKET, client=client), counts
 
 
-def add_sheet(store: ObjectStore, dataset: str, sheet: int, rng: np.random.Generator) -> None:
-    """One sheet's rows, as Vectorize writes them (one shard per cell, ETag and label kept)."""
-    for cell in range(SHEET_CELLS):
-        tile = f"tiles/{dataset}/sheet-{sheet:05d}/r{cell // 10:03d}-c{cell % 10:03d}.png"
-        row = Row(
+LAYOUTS = ("sheet", "tile")
+
+
+def add_sheet(
+    store: ObjectStore, dataset: str, sheet: int, rng: np.random.Generator, layout: str = "sheet"
+) -> None:
+    """One sheet's rows as Vectorize writes them: one shard for the sheet, or (the layout before
+    per-sheet shards) one per cell with its ETag and label in the metadata."""
+    rows = [
+        Row(
             pixels=rng.integers(0, 256, 784, dtype=np.uint8),
             label=str(cell // 10),
-            source_key=tile,
+            source_key=f"tiles/{dataset}/sheet-{sheet:05d}/r{cell // 10:03d}-c{cell % 10:03d}.png",
             source_etag=f"{sheet:05d}{cell:03d}",
         )
+        for cell in range(SHEET_CELLS)
+    ]
+    if layout == "sheet":
+        put_sheet_rows(store, dataset, f"sheet-{sheet:05d}", rows, version=f"v{sheet}")
+        return
+    for row in rows:
         metadata = encode_metadata({"source-etag": row.source_etag, "label": row.label})
         store.put(
-            shard_key_for_tile(tile),
+            shard_key_for_tile(row.source_key),
             encode_row(row),
             content_type="application/x-npz",
             metadata=metadata,
@@ -138,17 +152,19 @@ def timed_load(store: ObjectStore, counts: Counter[str], dataset: str) -> dict[s
     }
 
 
-def bench_size(store: ObjectStore, counts: Counter[str], size: int) -> dict[str, Any]:
-    dataset = f"rows{size}"
+def bench_size(
+    store: ObjectStore, counts: Counter[str], size: int, layout: str = "sheet"
+) -> dict[str, Any]:
+    dataset = f"rows{size}-{layout}"
     rng = np.random.default_rng(size)
     sheets = -(-size // SHEET_CELLS)
     started = time.perf_counter()
     for sheet in range(sheets):
-        add_sheet(store, dataset, sheet, rng)
+        add_sheet(store, dataset, sheet, rng, layout)
     written = time.perf_counter() - started
     first = timed_load(store, counts, dataset)
     unchanged = timed_load(store, counts, dataset)
-    add_sheet(store, dataset, sheets, rng)
+    add_sheet(store, dataset, sheets, rng, layout)
     added = timed_load(store, counts, dataset)
     # The baseline at the same size: the same load with no snapshot to start from.
     for item in list(store.list(f"{dataset_prefix(dataset)}{SNAPSHOTS}")):
@@ -156,6 +172,7 @@ def bench_size(store: ObjectStore, counts: Counter[str], size: int) -> dict[str,
     full = timed_load(store, counts, dataset)
     return {
         "size": size,
+        "layout": layout,
         "write_seconds": round(written, 1),
         "first": first,
         "unchanged": unchanged,
@@ -183,6 +200,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tessera bench loading", description=__doc__)
     parser.add_argument("--sizes", default="1000,10000,60000", help="comma-separated row counts")
     parser.add_argument("--store", choices=["moto", "memory"], default="moto")
+    parser.add_argument("--layout", choices=LAYOUTS, default="sheet", help="shard per sheet/row")
     args = parser.parse_args(argv)
     try:
         sizes = [int(size) for size in args.sizes.split(",")]
@@ -192,16 +210,19 @@ def main(argv: list[str]) -> int:
     results = []
     if args.store == "memory":
         memory = CountingMemoryStore()
-        results = [bench_size(memory, memory.requests, size) for size in sizes]
+        results = [bench_size(memory, memory.requests, size, args.layout) for size in sizes]
     else:
         with moto_store() as (store, counts):
-            results = [bench_size(store, counts, size) for size in sizes]
-    print(f"Dataset loading on {args.store} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+            results = [bench_size(store, counts, size, args.layout) for size in sizes]
+    print(
+        f"Dataset loading on {args.store}, a shard per {args.layout} "
+        f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
+    )
     print(_table(results))
     for r in results:
         print(
             f"{r['size']:,} rows + one sheet: {r['get_ratio']}x fewer GETs and "
             f"{r['speedup']}x faster than reading every shard (full read)"
         )
-    print(json.dumps({"store": args.store, "results": results}))
+    print(json.dumps({"store": args.store, "layout": args.layout, "results": results}))
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from tessera.config import PIPELINE
-from tessera.dataset import decode_row
+from tessera.dataset import decode_rows
 from tessera.storage import ObjectStore
 from tessera_dev.client import Target, redrive
 from tessera_dev.local.faults import Faults
@@ -69,12 +69,18 @@ def dlq_depths(runtime: LocalRuntime) -> dict[str, int]:
 
 def audit(store: ObjectStore) -> dict[str, int]:
     """Tiles, rows, tiles without a row, rows without a tile, rows whose label differs."""
-    tiles = {item.key for item in store.list(f"{PIPELINE.prefixes.tiles}{DATASET}/")}
-    rows = [item.key for item in store.list(f"{PIPELINE.prefixes.datasets}{DATASET}/rows/")]
-    sources = [decode_row(store.get(key).body, key=key).source_key for key in rows]
+    tiles = {
+        item.key
+        for item in store.list(f"{PIPELINE.prefixes.tiles}{DATASET}/")
+        if item.key.endswith(".png")
+    }
+    shards = [item.key for item in store.list(f"{PIPELINE.prefixes.datasets}{DATASET}/rows/")]
+    sources = [
+        source for key in shards for source in decode_rows(store.get(key).body, key=key).sources
+    ]
     return {
         "tiles": len(tiles),
-        "rows": len(rows),
+        "rows": len(sources),
         "lost": len(tiles - set(sources)),
         "orphaned": len(set(sources) - tiles),
         "duplicated": len(sources) - len(set(sources)),

@@ -31,10 +31,25 @@ def progress(message: str) -> None:
     print(f"[tessera demo] {message}", file=sys.stderr, flush=True)
 
 
-def _count(runtime: LocalRuntime, prefix: str) -> int:
+def _keys(runtime: LocalRuntime, prefix: str) -> list[str]:
     paginator = runtime.client("s3").get_paginator("list_objects_v2")
+    return [
+        item["Key"]
+        for page in paginator.paginate(Bucket=runtime.bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+
+
+def _count_tiles(runtime: LocalRuntime, prefix: str) -> int:
+    return sum(1 for key in _keys(runtime, prefix) if key.endswith(".png"))
+
+
+def _count_rows(runtime: LocalRuntime, prefix: str) -> int:
+    """Rows, not shards: a sheet's shard says in its metadata how many rows it holds."""
+    s3 = runtime.client("s3")
     return sum(
-        page.get("KeyCount", 0) for page in paginator.paginate(Bucket=runtime.bucket, Prefix=prefix)
+        int(s3.head_object(Bucket=runtime.bucket, Key=key)["Metadata"].get("rows", "1"))
+        for key in _keys(runtime, prefix)
     )
 
 
@@ -113,13 +128,13 @@ def run_demo(
         rows_prefix = f"{PIPELINE.prefixes.datasets}{dataset}/rows/"
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            tiles, rows = _count(runtime, tiles_prefix), _count(runtime, rows_prefix)
+            tiles, rows = _count_tiles(runtime, tiles_prefix), _count_rows(runtime, rows_prefix)
             progress(f"tiles {tiles}/{expected}  dataset rows {rows}/{expected}")
             if rows >= expected or (tiles >= expected and runtime.wait_until_idle(timeout=5)):
                 break
             time.sleep(2)
         runtime.wait_until_idle(timeout=60)
-        tiles, rows = _count(runtime, tiles_prefix), _count(runtime, rows_prefix)
+        tiles, rows = _count_tiles(runtime, tiles_prefix), _count_rows(runtime, rows_prefix)
         progress(
             f"ingest done: {tiles} tiles, {rows} dataset rows, queues {runtime.queue_depths()}"
         )

@@ -13,8 +13,10 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from tessera.config import PIPELINE
-from tessera.dataset import SHEETS, shard_key_for_tile
+from tessera.dataset import SHEETS, sheet_shard_key
+from tessera.errors import InvalidInput
 from tessera.pipeline.outcome import quarantine_key
+from tessera.pipeline.tile_batch import sheet_of_tile_batch
 from tessera.sheets.spec import LABELS_MANIFEST_SUFFIX, sheet_id_for
 from tessera_dev.local.persistence import Stored
 from tessera_dev.local.resources import ProvisionedQueue
@@ -61,11 +63,13 @@ def _split_done(key: str, restored: _Restored) -> bool:
 
 
 def _vectorize_done(key: str, restored: _Restored) -> bool:
+    """A tile batch is done once its sheet has a shard (or the batch is quarantined). The
+    shard is its last write, so a shard there means the batch's every outcome is there."""
     try:
-        row = shard_key_for_tile(key)
-    except ValueError:  # not a tile Split wrote (tiles/<dataset>/...): no step would take it
-        return True
-    return row in restored.etags or restored.quarantined(key)
+        dataset, sheet_id = sheet_of_tile_batch(key)
+    except InvalidInput:  # not a batch Split wrote: Vectorize would only quarantine it
+        return restored.quarantined(key)
+    return sheet_shard_key(dataset, sheet_id) in restored.etags or restored.quarantined(key)
 
 
 def _predict_done(key: str, restored: _Restored) -> bool:
