@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tessera_dev.bench.ingest import classify, main, price_per_1000_tiles, run
+from tessera_dev.bench.ingest import at_ref, classify, main, price_per_1000_tiles, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -57,3 +57,9 @@ def test_the_command_prints_a_table_and_ends_with_one_json_line(
     assert any(line.startswith("| 1 x 10 | requests per tile |") for line in out)
     assert json.loads(out[-1])["now"][0]["rows"] == 10
     assert main(["--sheets", "0", "--big", "0"]) == 2
+
+
+def test_a_baseline_runs_the_same_bench_with_another_commits_pipeline() -> None:
+    # HEAD stands in for an older commit: a worktree of it, in a process of its own
+    (result,) = at_ref("HEAD", [(1, 10, 10)], timeout=120)
+    assert result["rows"] == result["tiles_expected"] == 10

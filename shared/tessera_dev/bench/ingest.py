@@ -236,6 +236,11 @@ def _timed(handler: Any, function: str, busy: dict[str, float], lock: threading.
     return timed
 
 
+_RUN_AS_MAIN = (
+    "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def at_ref(ref: str, workloads: list[tuple[int, int, int]], timeout: float) -> list[dict[str, Any]]:
     """The same runs with the pipeline at git `ref`: a worktree of it first on the path."""
     root = Path(__file__).resolve().parents[3]
@@ -248,8 +253,11 @@ def at_ref(ref: str, workloads: list[tuple[int, int, int]], timeout: float) -> l
         )
         try:
             spec = json.dumps([list(w) for w in workloads])
+            timeout_arg = ["--timeout", str(timeout)]
             completed = subprocess.run(
-                [sys.executable, __file__, "--worker", spec, "--timeout", str(timeout)],
+                # -c, not the script's path: that would put this folder (and its training.py)
+                # first on sys.path, ahead of the tree's `training` package
+                [sys.executable, "-c", _RUN_AS_MAIN, __file__, "--worker", spec, *timeout_arg],
                 env={**os.environ, "PYTHONPATH": f"{tree / 'shared'}{os.pathsep}{tree}"},
                 cwd=tree,
                 capture_output=True,
