@@ -22,10 +22,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tessera.config import VECTOR_LENGTH
+from tessera.corrections import apply_corrections, current_corrections
 from tessera.dataset import Dataset, DatasetError, load_dataset, merge
 from tessera.imaging.normalize import normalize_tile, to_vector
 from tessera.storage import ObjectStore
 from training.errors import TrainingError
+from training.progress import log
 
 # One CSV field can hold a whole 784-value vector (the reference layout); the stdlib's default
 # field limit (128 KiB) is enough, but a hostile file should fail on our checks, not on csv's.
@@ -56,14 +58,24 @@ class TrainingData:
 
 
 def from_bucket(store: ObjectStore, names: list[str]) -> Dataset:
+    """Each dataset's rows with people's corrections on top (relabelled or excluded tiles)."""
     datasets = []
     for name in names:
         try:
-            datasets.append(load_dataset(store, name))
+            rows = load_dataset(store, name)
         except DatasetError as error:
             message = str(error)
             code = "corrupt_shard" if message.startswith("corrupt shard") else "empty_dataset"
             raise TrainingError(code, message) from None
+        corrected, counts = apply_corrections(rows, current_corrections(store, name))
+        if any(counts.values()):
+            log(
+                f"dataset {name}: corrections applied, {counts['relabelled']} relabelled, "
+                f"{counts['excluded']} excluded"
+            )
+        if not len(corrected):
+            raise TrainingError("empty_dataset", f"every row of dataset {name!r} is excluded")
+        datasets.append(corrected)
     return merge(datasets)
 
 

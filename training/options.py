@@ -16,6 +16,7 @@ ENTRY_POINT_HELP = """The training job: the same command runs in the container a
 
     python -m training.train --dataset digits [--dataset more] [--csv PATH] [--mnist DIR]
         [--family mlp|dense|cnn|cnn-strong|all] [--search none|halving|exhaustive]
+        [--no-review]
 """
 
 
@@ -39,6 +40,7 @@ class TrainOptions:
     jobs: int = 2
     test_size: float = 0.2
     seed: int = 0
+    review: bool = True
 
     def as_config(self) -> dict[str, Any]:
         """JSON-ready, as each version's config.json records the arguments it was trained with."""
@@ -98,6 +100,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     parser.add_argument("--jobs", type=int, default=int(env(Env.JOBS, "2")))
     parser.add_argument("--test-size", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=int(env(Env.SEED, "0")))
+    parser.add_argument(
+        "--review",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rank suspected label errors and unsure tiles into each version's review.json",
+    )
     args = parser.parse_args(argv)
     if not args.bucket:
         parser.error("no bucket: pass --bucket or set TESSERA_BUCKET")

@@ -2,15 +2,17 @@
 
     python -m training.train --dataset digits [--dataset more] [--csv PATH] [--mnist DIR]
         [--family mlp|dense|cnn|cnn-strong|all] [--search none|halving|exhaustive]
+        [--no-review]
 
 Reads the rows (dataset shards in the bucket, CSV files, MNIST idx files), fits the chosen model
 family, evaluates it on held-out rows (whole sheets held out when the rows come from sheets,
 MNIST's own test split, else rows), exports ONNX, checks the export against the native model,
 writes the version (model, metrics, report, model card, plots, config, embeddings) to the
 registry and promotes it when it is at least as accurate as the champion on the same held-out
-rows. `runs/<run-id>/status.json` says running, succeeded or failed (with the error)
-throughout, and how the rows were split with any warning about it. The last line of stdout is
-the run's result as JSON.
+rows, then ranks the rows' suspected label errors and least certain tiles into each version's
+review.json (training.review). `runs/<run-id>/status.json` says running, succeeded or failed
+(with the error) throughout, and how the rows were split with any warning about it. The last
+line of stdout is the run's result as JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tessera.config import PIPELINE
+from tessera.dataset import merge
 from tessera.errors import CodedError
 from tessera.names import validate_dataset_name, validate_model_name
 from tessera.registry import ModelRegistry
@@ -31,7 +34,7 @@ from tessera.storage import ObjectStore
 from tessera.storage.s3 import S3ObjectStore
 from training.candidates import Candidate, accuracy_of, train_family
 from training.card import run_context
-from training.data import download_mnist, load_training_data
+from training.data import TrainingData, download_mnist, load_training_data
 from training.errors import TrainingError
 from training.families import FAMILIES, TRANSFER
 from training.families.base import FitOptions
@@ -40,6 +43,7 @@ from training.holdout import evaluation_fingerprint, held_out
 from training.options import TrainOptions, parse_args
 from training.progress import log
 from training.publish import publish
+from training.review import REVIEW_FILE, review_labels
 
 
 def run_id_now() -> str:
@@ -56,6 +60,42 @@ def write_status(store: ObjectStore | None, run_id: str, document: dict[str, Any
             status_key(run_id),
             {"run_id": run_id, "updated_at": datetime.now(UTC).isoformat(), **document},
         )
+
+
+def review_versions(
+    registry: ModelRegistry, data: TrainingData, versions: list[str], *, seed: int
+) -> dict[str, Any]:
+    """review.json beside every version the run registered, computed once on every row loaded
+    (the held-out rows too: a wrong label there misjudges every model). The review only advises,
+    so its failure is a warning in the summary, never a failed run."""
+    try:
+        rows = merge([data.train] if data.test is None else [data.train, data.test])
+        document = review_labels(rows, seed=seed)
+        body = json.dumps(document, indent=2).encode()
+        keys = [
+            registry.put_artifact(version, REVIEW_FILE, body, "application/json")
+            for version in versions
+        ]
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}"
+        log(f"warning: label review failed: {message}")
+        return {"error": message}
+    summary = {
+        "rows": document["rows"],
+        "label_issues": len(document["label_issues"]),
+        "label_issues_found": document["label_issues_found"],
+        "least_confident": len(document["least_confident"]),
+        "out_of_sample_accuracy": document["out_of_sample_accuracy"],
+        "seconds": document["seconds"],
+        "key": keys[0],
+    }
+    if "skipped" in document:
+        summary["skipped"] = document["skipped"]
+    log(
+        f"review: {summary['label_issues_found']} suspected label errors in {summary['rows']} "
+        f"rows in {summary['seconds']:.1f}s"
+    )
+    return summary
 
 
 def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any]:
@@ -136,6 +176,11 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
         {k: v for k, v in best["search"].items() if k != "table"} if best["search"] else None
     )
     summary["artifacts"] = f"s3://{store.bucket}/{registry.prefix}{best['version']}/"
+    summary["review"] = (
+        review_versions(registry, data, [r["version"] for r in results], seed=options.seed)
+        if options.review
+        else None
+    )
     summary["seconds"] = round(time.perf_counter() - started, 2)
     if len(results) > 1:
         summary["families"] = [

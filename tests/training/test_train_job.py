@@ -85,6 +85,7 @@ def test_a_run_writes_every_artifact_and_promotes_the_first_model(
         "confusion.png",
         "curves.png",
         "misclassified.png",
+        "review.json",
     }
     assert registry.champion()["version"] == version  # type: ignore[index]
     assert (
