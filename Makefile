@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck synth check check-deployed bench-training bench-inference bench-sheets eval-sheets clean
+.PHONY: demo test browser lint typecheck synth check check-deployed bench-training bench-inference bench-sheets eval-sheets clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,16 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/tessera demo
 
-## The tests: unit, integration (moto), infra (CDK assertions) and end-to-end.
-test: $(STAMP)
+## The tests: unit, integration (moto), infra (CDK assertions), end-to-end and the console in
+## a real browser (Chromium, which `browser` installs when it is missing and apt can).
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+## Debian's Chromium for the console's browser tests (Playwright drives it; it downloads none).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "no chromium and no root to install it: the browser tests will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

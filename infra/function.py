@@ -22,6 +22,7 @@ REQUIREMENTS_BY_FUNCTION = {
     "vectorize": IMAGE_REQUIREMENTS,
     "inference": SERVING_REQUIREMENTS,
     "batch_predict": SERVING_REQUIREMENTS,
+    "console": IMAGE_REQUIREMENTS,  # numpy for the row shards; no model runs in it
 }
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12

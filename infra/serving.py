@@ -15,6 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from infra.console import Console
 from infra.function import PipelineFunction
 from infra.queued import QueueFedFunction
 from tessera.config import PIPELINE, Route
@@ -151,6 +152,7 @@ class Serving(Construct):
 
         proxy = apigw.LambdaIntegration(self.inference.function, proxy=True)
         start_training = self._start_execution_integration(training_workflow)
+        train_model = self._train_request_model()
         for route in PIPELINE.routes:
             resource = self.api.root.resource_for_path(route.path)
             if route == TRAIN_ROUTE:
@@ -163,7 +165,7 @@ class Serving(Construct):
                     authorization_type=apigw.AuthorizationType.IAM,
                     api_key_required=False,
                     request_validator=self.validator,
-                    request_models={"application/json": self._train_request_model()},
+                    request_models={"application/json": train_model},
                     method_responses=[
                         apigw.MethodResponse(status_code=status) for status in ("200", "400", "500")
                     ],
@@ -178,15 +180,32 @@ class Serving(Construct):
             else:
                 resource.add_method(route.method, proxy)
 
+        self.console = Console(
+            self,
+            "Console",
+            api=self.api,
+            inference=self.inference.function,
+            start_training=start_training,
+            train_model=train_model,
+            json_model=self._json_body_model(),
+            validator=self.validator,
+            stage=STAGE_NAME,
+            environment=environment,
+            bundle_dependencies=bundle_dependencies,
+        )
+
         for rule, reason in (
             (
                 "AwsSolutions-APIG4",
                 "POST /train is IAM-authorized (SigV4); the prediction routes take API keys bound "
-                "to a usage plan: they serve machine clients, not end users signing in.",
+                "to a usage plan (machine clients); the console's data routes take a Cognito "
+                "token; GET / and /console/{name} are the console's static page and script, "
+                "which hold no user data and must load before anyone has signed in.",
             ),
             (
                 "AwsSolutions-COG4",
-                "Same as APIG4: API keys, not Cognito, identify the (machine) callers.",
+                "The console's routes use the Cognito authorizer; the machine routes take API "
+                "keys (and /train SigV4), and the console's static files need no sign-in.",
             ),
         ):
             Validations.of(self.api).acknowledge(

@@ -18,7 +18,9 @@ from infra.serving import Serving
 from infra.storage import Storage
 from infra.training_job import Training
 from tessera.config import PIPELINE, Env
+from tessera.corrections import CORRECTIONS_PATTERN
 from tessera.dataset import ROWS_PATTERN, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
+from tessera.registry import CHAMPION_HISTORY_PATTERN, CHAMPION_PATTERN
 
 CONTEXT_PREFIX = "tessera:"
 
@@ -159,7 +161,10 @@ class TesseraStack(Stack):
             "Monitoring",
             alarm_email=settings.alarm_email,
             queued_functions=(*self.ingest.stages, self.serving.batch_predict),
-            other_functions={"inference": self.serving.inference.function},
+            other_functions={
+                "inference": self.serving.inference.function,
+                "console": self.serving.console.function.function,
+            },
             api=self.serving.api,
             training_workflow=self.training.state_machine,
         )
@@ -183,6 +188,19 @@ class TesseraStack(Stack):
             ),
             # The internet-facing function reads models (and their embedding index) only.
             (self.serving.inference.role, [prefixes.models], []),
+            # The console shows tiles, sheets (manifests, overlays, rows, quarantine reasons),
+            # models and runs, and writes only corrections and the champion pointer.
+            (
+                self.serving.console.function.role,
+                [
+                    prefixes.tiles,
+                    prefixes.datasets,
+                    prefixes.models,
+                    prefixes.runs,
+                    prefixes.quarantine,
+                ],
+                [CORRECTIONS_PATTERN, CHAMPION_PATTERN, CHAMPION_HISTORY_PATTERN],
+            ),
             (
                 self.serving.batch_predict.handler.role,
                 [prefixes.incoming_predict, prefixes.models],
@@ -248,6 +266,18 @@ class TesseraStack(Stack):
             description="aws stepfunctions start-execution --state-machine-arn <arn>",
         )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.alarm_topic.topic_arn)
+        CfnOutput(
+            self,
+            "ConsoleUrl",
+            value=self.serving.api.url,
+            description="the console: sign in with a user of ConsoleUserPoolId",
+        )
+        CfnOutput(
+            self,
+            "ConsoleUserPoolId",
+            value=self.serving.console.user_pool.user_pool_id,
+            description="aws cognito-idp admin-create-user --user-pool-id <id> --username <email>",
+        )
         CfnOutput(
             self,
             "AlarmSubscribers",

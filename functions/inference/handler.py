@@ -172,6 +172,7 @@ def models() -> dict[str, Any]:
 
 
 @app.post("/predict")
+@app.post("/console/predict")  # the same, for the signed-in console (no API key in a browser)
 def predict() -> dict[str, Any]:
     request = _parse(PREDICT_OPTIONS, DEFAULT_TOP_K)
     model = cache_for(_model_name(request)).get(request.version)
@@ -194,6 +195,7 @@ def predict() -> dict[str, Any]:
 
 
 @app.post("/similar")
+@app.post("/console/similar")
 def similar() -> dict[str, Any]:
     request = _parse(SIMILAR_OPTIONS, DEFAULT_SIMILAR_K, MAX_SIMILAR_INSTANCES)
     model, index = cache_for(_model_name(request)).similarity(request.version)

@@ -35,6 +35,10 @@ class Env:
     BASE_MODEL = "TESSERA_BASE_MODEL"
     DATA_DIR = "TESSERA_DATA_DIR"
     LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+    # The console's sign-in, set by the stack: Cognito's managed-login URL and the page's
+    # client id (unset locally: the local runtime has no sign-in).
+    CONSOLE_AUTH_DOMAIN = "TESSERA_CONSOLE_AUTH_DOMAIN"
+    CONSOLE_CLIENT_ID = "TESSERA_CONSOLE_CLIENT_ID"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +88,19 @@ class QueueSpec:
 @dataclass(frozen=True, kw_only=True)
 class Route:
     method: str
-    path: str
+    path: str  # API Gateway's form: /models/{name}
+    function: str = "inference"
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request for `path` is this route's (a {parameter} is one path part)."""
+        mine, theirs = self.path.strip("/").split("/"), path.strip("/").split("/")
+        return (
+            method == self.method
+            and len(mine) == len(theirs)
+            and all(
+                (m.startswith("{") and t != "") or m == t for m, t in zip(mine, theirs, strict=True)
+            )
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +133,8 @@ class PipelineConfig:
     limits: Limits = field(default_factory=Limits)
     queues: tuple[QueueSpec, ...] = ()
     routes: tuple[Route, ...] = ()
+    # The console's page and routes (functions/console); served by the local runtime.
+    console_routes: tuple[Route, ...] = ()
     champion_ttl_seconds: int = 30
     # Concurrency reserved for the API's function, so ingest bursts cannot starve it (0: none;
     # an account at Lambda's default limit of 10 cannot reserve any).
@@ -174,6 +192,29 @@ PIPELINE = PipelineConfig(
         Route(method="POST", path="/predict"),
         Route(method="POST", path="/similar"),
         Route(method="POST", path="/train"),
+    ),
+    console_routes=(
+        *(
+            Route(method=method, path=path, function="console")
+            for method, path in (
+                ("GET", "/"),
+                ("GET", "/console/{name}"),
+                ("GET", "/sheets"),
+                ("GET", "/sheets/{sheet}"),
+                ("GET", "/view"),
+                ("GET", "/review"),
+                ("GET", "/corrections"),
+                ("POST", "/corrections"),
+                ("GET", "/models/{name}"),
+                ("POST", "/models/{name}/champion"),
+                ("GET", "/runs/{run_id}"),
+            )
+        ),
+        # /predict, /similar and /train for the signed-in console: a browser holds no API key
+        # and no AWS credentials.
+        Route(method="POST", path="/console/predict"),
+        Route(method="POST", path="/console/similar"),
+        Route(method="POST", path="/console/train", function="train"),
     ),
 )
 

@@ -32,6 +32,9 @@ MODEL_CARD_FILE = "model_card.md"
 CONFIG_FILE = "config.json"
 EMBEDDINGS_FILE = "embeddings.npz"
 HISTORY = "champion-history/"
+# What may move a champion (training, the console): IAM resource patterns over every model.
+CHAMPION_PATTERN = f"{PIPELINE.prefixes.models}*/{CHAMPION_FILE}"
+CHAMPION_HISTORY_PATTERN = f"{PIPELINE.prefixes.models}*/{HISTORY}"
 PROMOTION_ATTEMPTS = 3
 _VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6,16}$")
 

@@ -28,9 +28,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from tessera.config import PIPELINE
-from tessera.errors import CodedError
+from tessera.errors import CodedError, InvalidInput
 from tessera.names import validate_dataset_name, validate_label, validate_model_name
-from tessera.registry import ModelRegistry, is_version
+from tessera.serving import console
 from tessera.sheets.spec import labels_manifest_key
 from tessera.storage.s3 import S3ObjectStore
 
@@ -271,21 +271,12 @@ def train(
 
 
 def set_champion(target: Target, model: str, version: str) -> dict[str, Any]:
-    """Point the champion at `version` (a roll back or forward): the same conditional pointer
-    write promotion uses. A version that failed its parity gate is refused."""
-    registry = ModelRegistry(target.store(), validate_model_name(model))
-    if not is_version(version) or version not in registry.versions():
-        raise ClientError("no_such_version", f"model {model!r} has no version {version!r}")
-    metrics = registry.metrics(version) or {}
-    if not (metrics.get("parity") or {}).get("passed", False):
-        raise ClientError(
-            "parity_failed", f"{model}/{version} did not pass its ONNX parity gate: not served"
-        )
-    return registry.promote(
-        version,
-        accuracy=float(metrics.get("test_accuracy", 0.0)),
-        evaluation={"set_by": "tessera champion", **(metrics.get("evaluation") or {})},
-    )
+    """Point the champion at `version` (a roll back or forward), as the console does: the same
+    conditional pointer write promotion uses; a version that failed its parity gate is refused."""
+    try:
+        return console.set_champion(target.store(), model, version, set_by="tessera champion")
+    except InvalidInput as error:
+        raise ClientError(error.code, error.message) from None
 
 
 def redrive(target: Target, *, function: str | None = None) -> dict[str, int]:

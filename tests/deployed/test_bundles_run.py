@@ -105,7 +105,7 @@ def runtime_sdk() -> Path:
 @pytest.fixture(scope="module")
 def assets() -> dict[str, Path]:
     found = bundles()
-    if set(found) != {"split", "vectorize", "inference", "batch_predict"}:
+    if set(found) != {"split", "vectorize", "inference", "batch_predict", "console"}:
         pytest.fail(f"run `make synth` first: cdk.out holds bundles for {sorted(found)}")
     return found
 
@@ -251,3 +251,25 @@ def test_the_inference_bundle_answers_health_and_predict(
     assert predicted["statusCode"] == 200, predicted["body"]
     body = json.loads(predicted["body"])
     assert body["version"] == VERSION and body["label"] in [str(d) for d in range(10)]
+
+
+def test_the_console_bundle_serves_its_page_and_the_models(
+    interpreter: str, runtime_sdk: Path, assets: dict[str, Path], moto_endpoint: str
+) -> None:
+    def request(path: str) -> dict[str, Any]:
+        event = json.loads((REPO_ROOT / "tests" / "events" / "api_predict.json").read_text())
+        event.update(httpMethod="GET", path=path, body=None, isBase64Encoded=False)
+        event["requestContext"].update(httpMethod="GET", path=path)
+        answer = invoke(
+            interpreter, assets["console"], runtime_sdk, "console", event, moto_endpoint
+        )
+        assert not {"tessera_dev", "moto", "sklearn", "onnxruntime"} & set(answer["modules"])
+        result: dict[str, Any] = answer["result"]
+        return result
+
+    page = request("/")
+    assert page["statusCode"] == 200 and "<canvas" in page["body"]
+    assert request("/console/app.js")["statusCode"] == 200
+    model = request(f"/models/{MODEL}")
+    assert model["statusCode"] == 200, model["body"]
+    assert json.loads(model["body"])["champion"]["version"] == VERSION

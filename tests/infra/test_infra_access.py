@@ -9,7 +9,9 @@ from aws_cdk import aws_iam as iam
 
 from infra.stack import TesseraStack
 from tessera.config import PIPELINE, QueueSpec
+from tessera.corrections import CORRECTIONS_PATTERN
 from tessera.dataset import ROWS_PATTERN, SHEET_MANIFESTS_PATTERN, SUPERSEDED_PATTERN
+from tessera.registry import CHAMPION_HISTORY_PATTERN, CHAMPION_PATTERN
 from tests.infra.conftest import Synthesized
 from tests.infra.infra_template_tools import (
     logical_id,
@@ -33,6 +35,11 @@ EXPECTED_ACCESS: dict[str, tuple[Callable[[TesseraStack], iam.IRole], set[str], 
         {ROWS_PATTERN, P.quarantine},
     ),
     "inference": (lambda s: s.serving.inference.role, {P.models}, set()),
+    "console": (
+        lambda s: s.serving.console.function.role,
+        {P.tiles, P.datasets, P.models, P.runs, P.quarantine},
+        {CORRECTIONS_PATTERN, CHAMPION_PATTERN, CHAMPION_HISTORY_PATTERN},
+    ),
     "batch_predict": (
         lambda s: s.serving.batch_predict.handler.role,
         {P.incoming_predict, P.models},

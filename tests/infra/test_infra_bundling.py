@@ -121,7 +121,7 @@ def test_pruning_drops_what_functions_never_import_and_keeps_the_rest(tmp_path: 
 def test_the_synthesized_bundles_carry_no_dev_tooling(synthesized: Synthesized) -> None:
     # GIVEN the asset directories `cdk synth` staged for the four functions
     bundles = [path for path in synthesized.outdir.glob("asset.*") if (path / "tessera").is_dir()]
-    assert len(bundles) == 4
+    assert len(bundles) == 5  # split, vectorize, inference, batch predict, console
     for bundle in bundles:
         # THEN each holds its handler and the runtime library, and nothing of the dev package
         assert (bundle / "tessera" / "config.py").is_file()

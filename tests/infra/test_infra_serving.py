@@ -32,24 +32,41 @@ def _methods(template: Template) -> dict[tuple[str, str], dict[str, Any]]:
         return f"{path_of(props['ParentId'])}/{props['PathPart']}"
 
     return {
-        (m["Properties"]["HttpMethod"], path_of(m["Properties"]["ResourceId"])): m["Properties"]
+        (m["Properties"]["HttpMethod"], path_of(m["Properties"]["ResourceId"]) or "/"): m[
+            "Properties"
+        ]
         for m in resources(template, "AWS::ApiGateway::Method").values()
     }
 
 
+CONSOLE = {(r.method, r.path): r for r in PIPELINE.console_routes}
+STATIC = {("GET", "/"), ("GET", "/console/{name}")}
+
+
 def test_the_api_exposes_exactly_the_configured_routes(template: Template) -> None:
-    assert set(_methods(template)) == {(r.method, r.path) for r in PIPELINE.routes}
+    configured = {(r.method, r.path) for r in (*PIPELINE.routes, *PIPELINE.console_routes)}
+    assert set(_methods(template)) == configured
 
 
-def test_every_method_requires_an_api_key_and_training_requires_iam(template: Template) -> None:
+def test_machine_routes_need_an_api_key_training_iam_and_the_console_a_sign_in(
+    template: Template,
+) -> None:
     methods = _methods(template)
-    assert methods
     train = methods.pop((TRAIN_ROUTE.method, TRAIN_ROUTE.path))
     # A client API key predicts; only a caller with AWS credentials (SigV4) may start a run.
     assert train["AuthorizationType"] == "AWS_IAM"
     assert train.get("ApiKeyRequired") is not True
+    console = {route: methods.pop(route) for route in list(methods) if route in CONSOLE}
     assert all(props["ApiKeyRequired"] is True for props in methods.values())
     assert all(props.get("AuthorizationType", "NONE") == "NONE" for props in methods.values())
+    # The console's user data (its /predict and /train included) needs a Cognito sign-in;
+    # only its page and script are open, and none of it takes the machines' API key.
+    (pool,) = resources(template, "AWS::ApiGateway::Authorizer").values()
+    assert pool["Properties"]["Type"] == "COGNITO_USER_POOLS"
+    for route, props in console.items():
+        assert props.get("ApiKeyRequired") is not True, route
+        expected = "NONE" if route in STATIC else "COGNITO_USER_POOLS"
+        assert props.get("AuthorizationType", "NONE") == expected, route
 
 
 def test_the_gateways_own_errors_answer_in_the_json_error_shape(template: Template) -> None:
@@ -117,12 +134,17 @@ def test_inference_routes_are_proxied_to_the_inference_function(
     synthesized: Synthesized,
 ) -> None:
     function_id = logical_id(synthesized.stack.serving.inference.function)
+    console_id = logical_id(synthesized.stack.serving.console.function.function)
     for (method, path), props in _methods(synthesized.template).items():
-        if (method, path) == (TRAIN_ROUTE.method, TRAIN_ROUTE.path):
+        route = CONSOLE.get((method, path))
+        if (method, path) == (TRAIN_ROUTE.method, TRAIN_ROUTE.path) or (
+            route is not None and route.function == "train"
+        ):
             continue
         integration = props["Integration"]
         assert integration["Type"] == "AWS_PROXY", path
-        assert f"<{function_id}.Arn>" in render(integration["Uri"]), path
+        target = console_id if route is not None and route.function == "console" else function_id
+        assert f"<{target}.Arn>" in render(integration["Uri"]), path
 
 
 def test_post_train_starts_the_training_workflow_with_its_own_role(
@@ -185,3 +207,19 @@ def test_the_inference_function_gives_up_before_the_api_gateway_timeout(
 def _actions(statement: dict[str, Any]) -> list[str]:
     action = statement["Action"]
     return action if isinstance(action, list) else [action]
+
+
+def test_console_users_are_invited_need_mfa_and_sign_in_with_code_and_pkce(
+    template: Template,
+) -> None:
+    (pool,) = resources(template, "AWS::Cognito::UserPool").values()
+    props = pool["Properties"]
+    assert props["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert props["MfaConfiguration"] == "ON"
+    assert props["Policies"]["PasswordPolicy"]["MinimumLength"] >= 12
+    (client,) = resources(template, "AWS::Cognito::UserPoolClient").values()
+    client_props = client["Properties"]
+    assert client_props["GenerateSecret"] is False
+    assert client_props["AllowedOAuthFlows"] == ["code"]
+    (callback,) = client_props["CallbackURLs"]
+    assert render(callback).endswith("/v1/")

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tessera.config import PIPELINE
+from tessera.config import Route as RouteSpec
 from tessera_dev.local.pump import LocalLambdaContext
 from tessera_dev.local.transport import (
     content_length,
@@ -99,11 +100,15 @@ class LocalApi:
         host: str = "127.0.0.1",
         port: int = 0,
         extra_routes: dict[tuple[str, str], Route] | None = None,
+        functions: dict[str, tuple[tuple[RouteSpec, ...], Handler]] | None = None,
         socket_timeout: float = SOCKET_TIMEOUT_SECONDS,
     ) -> None:
+        """`handler` (the inference function) answers every request that neither an extra
+        route nor one of `functions` (name -> its routes and handler) claims."""
         api = self
         self.handler = handler
         self.extra_routes = extra_routes or {}
+        self.functions = functions or {}
 
         class RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -214,7 +219,8 @@ class LocalApi:
                 try:
                     if route is not None:
                         return route(event)
-                    return api.handler(event, LocalLambdaContext(function_name="inference"))
+                    name, handler = api.function_for(self.command, event["path"])
+                    return handler(event, LocalLambdaContext(function_name=name))
                 except Exception:
                     log.exception("the handler raised for %s %s", self.command, event["path"])
                     self._gateway_error(
@@ -283,6 +289,12 @@ class LocalApi:
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="local-api", daemon=True
         )
+
+    def function_for(self, method: str, path: str) -> tuple[str, Handler]:
+        for name, (routes, handler) in self.functions.items():
+            if any(route.matches(method, path) for route in routes):
+                return name, handler
+        return "inference", self.handler
 
     @property
     def url(self) -> str:

@@ -142,7 +142,16 @@ class LocalRuntime:
             handler_for("inference"),
             host=self.host,
             port=self.api_port,
-            extra_routes={("POST", "/train"): self._train_route},
+            extra_routes={
+                ("POST", "/train"): self._train_route,
+                ("POST", "/console/train"): self._train_route,
+            },
+            functions={
+                "console": (
+                    tuple(r for r in PIPELINE.console_routes if r.function == "console"),
+                    handler_for("console"),
+                )
+            },
         )
         self._api.start()
         return self

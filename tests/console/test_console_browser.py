@@ -1,0 +1,164 @@
+"""The console in a real browser (Debian's Chromium, driven by Playwright) against the local
+runtime: draw a 7 and see a prediction, open a sheet and see its overlay, correct a tile in
+Review and see the correction stored, roll the champion back. Screenshots of each view are kept
+under build/screenshots/ (the README's pictures come from them)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tessera.corrections import current_corrections
+from tessera.registry import ModelRegistry
+from tessera.storage.s3 import S3ObjectStore
+from tessera_dev.local.runtime import LocalRuntime
+from tessera_dev.samples import Glyphs, render_sheet
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def _chromium_or_skip() -> None:
+    """Debian's Chromium, which `make test` installs; CI sets TESSERA_REQUIRE_BROWSER=1 so a
+    missing browser fails there instead of skipping."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("TESSERA_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"the browser tests need {CHROMIUM} (make browser installs it)")
+        pytest.skip(f"no {CHROMIUM} here: `make browser` installs it")
+
+
+@pytest.fixture(scope="module")
+def console(digits: Glyphs) -> Iterator[dict[str, Any]]:
+    """A local runtime with two sheets of digits, two trained versions, and a browser page."""
+    _chromium_or_skip()
+    with LocalRuntime(bucket="tessera-console") as runtime:
+        s3 = runtime.client("s3")
+        for sheet in range(2):
+            ink = np.concatenate(
+                [
+                    digits.ink[digits.labels == str(d)][sheet * 10 : sheet * 10 + 10]
+                    for d in range(10)
+                ]
+            )
+            s3.put_object(
+                Bucket=runtime.bucket,
+                Key=f"incoming/train/digits/sheet-{sheet}.png",
+                Body=render_sheet(ink, cols=10),
+                Metadata={"grid": "10x10", "row-labels": " ".join(str(d) for d in range(10))},
+            )
+        assert runtime.wait_until_idle(timeout=120)
+        versions = [runtime.train(["digits"])["version"] for _ in range(2)]
+        store = S3ObjectStore(bucket=runtime.bucket, client=s3)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield {"page": page, "url": runtime.api_url, "store": store, "versions": versions}
+            browser.close()
+            assert errors == []
+
+
+def shown(image: Any, seconds: float = 10) -> bool:
+    """Whether the <img> got a picture (a blob the page fetched) within `seconds`. The page's
+    content policy forbids eval, so this polls instead of page.wait_for_function."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if image.evaluate("img => img.complete && img.naturalWidth > 0"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
+
+
+def test_drawing_a_seven_shows_a_prediction_and_the_nearest_tiles(console: dict[str, Any]) -> None:
+    page = console["page"]
+    page.goto(f"{console['url']}/#draw")
+    box = page.locator("#pad").bounding_box()
+    # a 7: the top bar, then the stroke down to the left
+    page.mouse.move(box["x"] + 70, box["y"] + 60)
+    page.mouse.down()
+    for x, y in ((140, 60), (210, 60), (180, 130), (150, 200), (125, 250)):
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
+    page.mouse.up()
+    expect(page.locator("#prediction")).to_have_text(re.compile(r"^[0-9]$"))
+    assert page.locator("#top li").count() == 3
+    page.wait_for_selector("#neighbours li img")
+    shot(page, "draw")
+
+
+def test_a_sheet_opens_to_its_overlay_and_tiles(console: dict[str, Any]) -> None:
+    page = console["page"]
+    page.goto(f"{console['url']}/#sheets")
+    page.locator("#sheet-list li").first.click()
+    expect(page.locator("#sheet-tiles li")).to_have_count(100)
+    assert shown(page.locator("#overlay"))
+    shot(page, "sheets")
+
+
+def test_review_corrects_a_tile_with_one_key_and_the_correction_is_stored(
+    console: dict[str, Any],
+) -> None:
+    page = console["page"]
+    page.goto(f"{console['url']}/#review")
+    page.wait_for_selector("#review-card:not([hidden])")
+    tile = page.text_content("#review-source")
+    suggested = page.text_content("#review-suggested")
+    shot(page, "review")
+    page.press("#review-input", "Enter")  # accept the suggestion
+    expect(page.locator("#review-progress")).to_contain_text("1 of")
+    stored = current_corrections(console["store"], "digits")
+    assert stored[tile].label == suggested and stored[tile].by == "local"
+
+
+def test_the_champion_is_rolled_back_from_the_models_view(console: dict[str, Any]) -> None:
+    page = console["page"]
+    first, second = console["versions"]
+    registry = ModelRegistry(console["store"], "digits")
+    assert champion_of(registry) in {first, second}
+    page.goto(f"{console['url']}/#models")
+    page.wait_for_selector("#versions tbody tr")
+    target = next(v for v in (first, second) if v != champion_of(registry))
+    page.click(f"#versions tr[data-version='{target}'] button.promote")
+    expect(page.locator("#champion")).to_have_text(target)
+    assert champion_of(registry) == target
+    page.click(f"#versions tr[data-version='{target}'] button")  # its report
+    assert shown(page.locator("#plot-confusion"))
+    shot(page, "models")
+
+
+def test_labels_that_are_markup_are_shown_as_text(console: dict[str, Any]) -> None:
+    page = console["page"]
+    page.goto(f"{console['url']}/#sheets")
+    page.fill("#dataset", "<img src=x onerror=alert(1)>")
+    page.dispatch_event("#dataset", "change")
+    expect(page.locator("#status")).to_contain_text("bad_dataset_name")
+    assert page.locator("img[src='x']").count() == 0
+
+
+def champion_of(registry: ModelRegistry) -> str:
+    pointer = registry.champion()
+    assert pointer is not None
+    return str(pointer["version"])

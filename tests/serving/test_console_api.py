@@ -1,0 +1,235 @@
+"""The console's routes through the real handler, in API Gateway's event shape, on moto: sheets,
+tiles and overlays, the review queue, corrections (stored as a layer, audited, undoable), the
+champion rolled back; every client mistake a 4xx in the JSON error shape."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from functions.console.handler import lambda_handler
+from tessera.pipeline.split import split_object
+from tessera.pipeline.vectorize import vectorize_object
+from tessera.registry import ModelRegistry
+from tessera.storage.s3 import S3ObjectStore
+from tessera_dev.local.api import proxy_event
+from tessera_dev.local.pump import lambda_context
+from tessera_dev.samples import Glyphs
+from tests.conftest import digits_sheet, tile_batches_under, tiles_under
+
+V1, V2, BROKEN = (
+    "20260101T000000Z-aaaaaa01",
+    "20260102T000000Z-bbbbbb02",
+    "20260103T000000Z-cccccc03",
+)
+
+
+def call(
+    method: str, path: str, body: Any = None, *, claims: dict[str, str] | None = None
+) -> tuple[int, Any, dict[str, Any]]:
+    event = proxy_event(
+        method=method,
+        target=path,
+        headers={"content-type": "application/json"} if body is not None else {},
+        body=b""
+        if body is None
+        else (body if isinstance(body, bytes) else json.dumps(body).encode()),
+        source_ip="127.0.0.1",
+    )
+    if claims:
+        event["requestContext"]["authorizer"] = {"claims": claims}
+    response = lambda_handler(event, lambda_context("console"))
+    headers = dict(response.get("headers") or {})
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers[name] = ",".join(values)
+    response["headers"] = headers
+    raw = response["body"]
+    if response.get("isBase64Encoded"):
+        return response["statusCode"], base64.b64decode(raw), response
+    return response["statusCode"], json.loads(raw) if raw.startswith(("{", "[")) else raw, response
+
+
+@pytest.fixture
+def sheet(store: S3ObjectStore, digits: Glyphs) -> dict[str, Any]:
+    """One 2x5 sheet of 3s, split and vectorized as the pipeline does it."""
+    store.put("incoming/train/digits/3/sheet-2x5.png", digits_sheet(digits, "3", 10, cols=5))
+    assert split_object(store, "incoming/train/digits/3/sheet-2x5.png").status == "split"
+    (batch,) = tile_batches_under(store, "tiles/digits/")
+    assert vectorize_object(store, batch).status == "vectorized"
+    tiles = tiles_under(store, "tiles/digits/")
+    return {"id": tiles[0].split("/")[2], "tiles": tiles}
+
+
+def with_models(store: S3ObjectStore, tiles: list[str]) -> ModelRegistry:
+    registry = ModelRegistry(store, "digits")
+    for version, passed in ((V1, True), (V2, True), (BROKEN, False)):
+        registry.put_artifact(version, "model.onnx", b"onnx", "application/octet-stream")
+        metrics = {"test_accuracy": 0.9, "family": "mlp", "parity": {"passed": passed}}
+        registry.put_artifact(
+            version, "metrics.json", json.dumps(metrics).encode(), "application/json"
+        )
+    registry.promote(V2, accuracy=0.9, evaluation={})
+    review = {
+        "method": "confident learning",
+        "label_issues": [
+            {"tile": t, "label": "3", "suggested": "8", "score": 0.9} for t in tiles[:3]
+        ],
+        "least_confident": [{"tile": tiles[3], "label": "3", "suggested": "3", "score": 0.4}],
+    }
+    registry.put_artifact(V2, "review.json", json.dumps(review).encode(), "application/json")
+    return registry
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_content_policy() -> None:
+    status, html, response = call("GET", "/")
+    assert status == 200 and "<canvas" in html
+    assert "script-src 'self'" in response["headers"]["Content-Security-Policy"]
+    assert call("GET", "/console/app.js")[0] == 200
+    assert call("GET", "/console/..%2Fhandler.py")[0] == 404
+    assert call("GET", "/console/handler.py")[0] == 404
+
+
+def test_sheets_list_their_status_and_open_to_their_tiles_and_overlay(
+    store: S3ObjectStore, sheet: dict[str, Any]
+) -> None:
+    status, listed, _ = call("GET", "/sheets?dataset=digits")
+    assert status == 200
+    (only,) = listed["sheets"]
+    assert (only["sheet_id"], only["status"], only["cells"], only["inked"]) == (
+        sheet["id"],
+        "split",
+        10,
+        10,
+    )
+    status, png, response = call("GET", f"/view?key={only['overlay']}")
+    assert (
+        status == 200
+        and png[:4] == b"\x89PNG"
+        and response["headers"]["Content-Type"] == "image/png"
+    )
+    status, opened, _ = call("GET", f"/sheets/{sheet['id']}?dataset=digits")
+    assert status == 200 and [t["label"] for t in opened["tiles"]] == ["3"] * 10
+    assert call("GET", f"/view?key={sheet['tiles'][0]}")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/sheets?dataset=nothing", 404, "no_such_dataset"),
+        ("/sheets?dataset=../x", 400, "bad_dataset_name"),
+        ("/sheets", 400, "bad_request"),
+        ("/sheets/nope?dataset=digits", 404, "no_such_sheet"),
+        ("/view?key=incoming/train/digits/3/sheet-2x5.png", 400, "bad_key"),
+        ("/view?key=runs/x/status.json", 400, "bad_key"),
+        ("/view?key=tiles/digits/../../incoming/a.png", 400, "bad_key"),
+        ("/view?key=tiles/digits/s/r000-c000.png", 404, "not_found"),
+        ("/review?dataset=digits&limit=0", 400, "bad_limit"),
+        ("/review?dataset=digits&limit=²", 400, "bad_limit"),
+        ("/review?dataset=digits", 404, "model_not_found"),
+        ("/models/nothing", 404, "model_not_found"),
+        ("/runs/..", 400, "bad_run_id"),
+        ("/runs/local-0", 404, "no_such_run"),
+    ],
+)
+def test_client_mistakes_are_4xx_with_the_json_error_shape(
+    sheet: dict[str, Any], path: str, status: int, code: str
+) -> None:
+    got, body, _ = call("GET", path)
+    assert (got, body["error"]["code"]) == (status, code)
+
+
+def test_review_ranks_suspected_errors_and_a_correction_leaves_the_queue_audited(
+    store: S3ObjectStore, sheet: dict[str, Any]
+) -> None:
+    with_models(store, sheet["tiles"])
+    # GIVEN the champion's review: three suspected label errors, one unsure tile
+    status, queue, _ = call("GET", "/review?dataset=digits&limit=10")
+    assert status == 200 and queue["version"] == V2 and queue["total"] == 4
+    assert [t["kind"] for t in queue["tiles"]] == ["label_issues"] * 3 + ["least_confident"]
+    first = queue["tiles"][0]
+    assert first["sheet_id"] == sheet["id"] and first["suggested"] == "8"
+    # WHEN someone accepts the suggestion for the first, signed in
+    status, stored, _ = call(
+        "POST",
+        "/corrections",
+        {"dataset": "digits", "tile": first["tile"], "label": "8"},
+        claims={"email": "ana@example.com"},
+    )
+    # THEN it is stored with who did it, and leaves the queue
+    assert status == 201 and stored["correction"]["by"] == "ana@example.com"
+    _, queue, _ = call("GET", "/review?dataset=digits&limit=10")
+    assert queue["corrected"] == 1 and first["tile"] not in [t["tile"] for t in queue["tiles"]]
+    # AND the sheet shows it over the stored label, which is unchanged
+    _, opened, _ = call("GET", f"/sheets/{sheet['id']}?dataset=digits")
+    corrected = next(t for t in opened["tiles"] if t["tile"] == first["tile"])
+    assert corrected["label"] == "3" and corrected["correction"]["label"] == "8"
+    # AND an undo brings the tile back, with both in its history
+    call("POST", "/corrections", {"dataset": "digits", "tile": first["tile"], "undo": True})
+    _, history, _ = call("GET", f"/corrections?dataset=digits&tile={first['tile']}")
+    assert [h["action"] for h in history["history"]] == ["label", "undo"]
+    assert call("GET", "/review?dataset=digits")[1]["corrected"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"dataset": "digits", "tile": "TILE", "label": "a b"}, 400, "bad_label"),
+        ({"dataset": "digits", "tile": "TILE", "label": 7}, 400, "bad_label"),
+        ({"dataset": "digits", "tile": "TILE"}, 400, "bad_correction"),
+        ({"dataset": "digits", "tile": "TILE", "exclude": "yes"}, 400, "bad_request"),
+        ({"dataset": "digits", "tile": "TILE", "label": "1", "why": 1}, 400, "bad_request"),
+        (
+            {"dataset": "nothing", "tile": "tiles/nothing/s/r000-c000.png", "label": "1"},
+            404,
+            "unknown_tile",
+        ),
+        (
+            {"dataset": "digits", "tile": "tiles/digits/SHEET/r009-c009.png", "label": "1"},
+            404,
+            "unknown_tile",
+        ),
+        ([1, 2], 400, "bad_request"),
+        (b"{" * 100_000, 400, "bad_request"),
+    ],
+)
+def test_a_correction_that_cannot_apply_is_refused(
+    store: S3ObjectStore, sheet: dict[str, Any], body: Any, status: int, code: str
+) -> None:
+    if isinstance(body, dict):
+        body = {
+            k: v.replace("TILE", sheet["tiles"][0]).replace("SHEET", sheet["id"])
+            if isinstance(v, str)
+            else v
+            for k, v in body.items()
+        }
+    got, answer, _ = call("POST", "/corrections", body)
+    assert (got, answer["error"]["code"]) == (status, code)
+    assert list(store.list("datasets/digits/corrections/")) == []
+
+
+def test_the_champion_rolls_back_and_a_version_that_failed_parity_is_refused(
+    store: S3ObjectStore, sheet: dict[str, Any]
+) -> None:
+    registry = with_models(store, sheet["tiles"])
+    status, model, _ = call("GET", "/models/digits")
+    assert status == 200 and [v["champion"] for v in model["versions"]] == [False, True, False]
+    assert model["versions"][0]["plots"]["confusion"].endswith(f"{V1}/confusion.png")
+    status, pointer, _ = call("POST", "/models/digits/champion", {"version": V1})
+    assert status == 200 and pointer["version"] == V1 == champion_of(registry)
+    assert [h["version"] for h in call("GET", "/models/digits")[1]["history"]] == [V2, V1]
+    assert (
+        call("POST", "/models/digits/champion", {"version": BROKEN})[1]["error"]["code"]
+        == "parity_failed"
+    )
+    assert call("POST", "/models/digits/champion", {"version": "x"})[0] == 404
+    assert call("POST", "/models/digits/champion", {"version": V2, "x": 1})[0] == 400
+    assert champion_of(registry) == V1
+
+
+def champion_of(registry: ModelRegistry) -> str:
+    pointer = registry.champion()
+    assert pointer is not None
+    return str(pointer["version"])
