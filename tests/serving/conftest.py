@@ -4,9 +4,11 @@ the proxy event API Gateway (or the local API) sends."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import boto3
@@ -162,3 +164,38 @@ def call() -> Call:
 
 def probabilities_of(trained: TrainedDigits, x: np.ndarray) -> np.ndarray:
     return np.asarray(trained.mlp.predict_proba(x), dtype=np.float32)
+
+
+def as_wsgi(handler: Callable[..., dict[str, Any]], function: str) -> Callable[..., list[bytes]]:
+    """A WSGI app for schemathesis: each request becomes the proxy event API Gateway would
+    send, handed to `handler` (a deployed function's lambda_handler) in-process."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {
+            name[5:].replace("_", "-").lower(): value
+            for name, value in environ.items()
+            if name.startswith("HTTP_")
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        query = environ.get("QUERY_STRING", "")
+        event = proxy_event(
+            method=environ["REQUEST_METHOD"],
+            target=environ.get("PATH_INFO", "/") + (f"?{query}" if query else ""),
+            headers=headers,
+            body=body,
+            source_ip="127.0.0.1",
+        )
+        response = handler(event, lambda_context(function))
+        payload = response.get("body") or ""
+        data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+        out = dict(response.get("headers") or {})
+        for name, values in (response.get("multiValueHeaders") or {}).items():
+            out[name] = ",".join(values)
+        status = HTTPStatus(int(response["statusCode"]))
+        start_response(f"{status.value} {status.phrase}", list(out.items()))
+        return [data]
+
+    return app

@@ -3,10 +3,7 @@ are: valid and invalid requests alike never get a 5xx, and every answer keeps to
 
 from __future__ import annotations
 
-import base64
 import os
-from collections.abc import Callable
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,7 @@ from schemathesis.specs.openapi.checks import (
 
 from functions.console.handler import lambda_handler
 from tessera.config import PIPELINE
-from tessera_dev.local.api import proxy_event
-from tessera_dev.local.pump import lambda_context
-from tests.serving.conftest import Served
+from tests.serving.conftest import Served, as_wsgi
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 # The console function's own routes (its /console/predict and the like are the inference
@@ -45,34 +40,7 @@ schema = schema.include(  # type: ignore[assignment]
 )
 
 
-def console_as_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
-    headers = {
-        k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
-    }
-    if environ.get("CONTENT_TYPE"):
-        headers["content-type"] = environ["CONTENT_TYPE"]
-    query = environ.get("QUERY_STRING", "")
-    event = proxy_event(
-        method=environ["REQUEST_METHOD"],
-        target=environ.get("PATH_INFO", "/") + (f"?{query}" if query else ""),
-        headers=headers,
-        body=body,
-        source_ip="127.0.0.1",
-    )
-    response = lambda_handler(event, lambda_context("console"))
-    payload = response.get("body") or ""
-    data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
-    out = dict(response.get("headers") or {})
-    for name, values in (response.get("multiValueHeaders") or {}).items():
-        out[name] = ",".join(values)
-    status = HTTPStatus(int(response["statusCode"]))
-    start_response(f"{status.value} {status.phrase}", list(out.items()))
-    return [data]
-
-
-schema.app = console_as_wsgi
+schema.app = as_wsgi(lambda_handler, "console")
 
 
 def test_the_document_describes_every_console_route() -> None:

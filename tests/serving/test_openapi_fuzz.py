@@ -8,10 +8,8 @@ test, and any HTTP method schemathesis tries reaches it."""
 
 from __future__ import annotations
 
-import base64
 import os
-from collections.abc import Callable, Iterator
-from http import HTTPStatus
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from functions.inference.handler import lambda_handler
 from tessera.config import PIPELINE
-from tessera_dev.local.api import proxy_event
-from tessera_dev.local.pump import lambda_context
-from tests.serving.conftest import Served
+from tests.serving.conftest import Served, as_wsgi
 from tests.sheets.free_pages import font_digits, free_page
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
@@ -49,37 +45,7 @@ schema.config.generation.update(
 schema = schema.include(path_regex="^(" + "|".join(INFERENCE_PATHS) + ")$")  # type: ignore[assignment]
 
 
-def handler_as_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """A WSGI request -> the proxy event API Gateway would send -> the inference handler."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
-    headers = {
-        name[5:].replace("_", "-").lower(): value
-        for name, value in environ.items()
-        if name.startswith("HTTP_")
-    }
-    if environ.get("CONTENT_TYPE"):
-        headers["content-type"] = environ["CONTENT_TYPE"]
-    query = environ.get("QUERY_STRING", "")
-    event = proxy_event(
-        method=environ["REQUEST_METHOD"],
-        target=environ.get("PATH_INFO", "/") + (f"?{query}" if query else ""),
-        headers=headers,
-        body=body,
-        source_ip="127.0.0.1",
-    )
-    response = lambda_handler(event, lambda_context("inference"))
-    payload = response.get("body") or ""
-    data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
-    out = dict(response.get("headers") or {})
-    for name, values in (response.get("multiValueHeaders") or {}).items():
-        out[name] = ",".join(values)
-    status = HTTPStatus(int(response["statusCode"]))
-    start_response(f"{status.value} {status.phrase}", list(out.items()))
-    return [data]
-
-
-schema.app = handler_as_wsgi
+schema.app = as_wsgi(lambda_handler, "inference")
 
 
 @pytest.fixture(scope="module")
