@@ -27,7 +27,6 @@ from tessera.dataset import Dataset
 from training.families.mlp import MLP_DEFAULTS, mlp_pipeline
 from training.holdout import sheet_ids
 
-REVIEW_FILE = "review.json"
 # Fixed and modest: the review ranks rows, it does not compete for champion. 30 epochs are 2,000
 # updates on a fold of 13,000 rows: 95.8% out-of-sample on 20,000 MNIST rows, and 85 of 100 rows
 # given a wrong label at random among 5,000 flagged. Fitting longer learns the other folds' wrong

@@ -29,7 +29,7 @@ from tessera.config import PIPELINE
 from tessera.dataset import merge
 from tessera.errors import CodedError
 from tessera.names import validate_dataset_name, validate_model_name
-from tessera.registry import ModelRegistry
+from tessera.registry import REVIEW_FILE, ModelRegistry
 from tessera.storage import ObjectStore
 from tessera.storage.s3 import S3ObjectStore
 from training.candidates import Candidate, accuracy_of, train_family
@@ -43,7 +43,7 @@ from training.holdout import evaluation_fingerprint, held_out
 from training.options import TrainOptions, parse_args
 from training.progress import log
 from training.publish import publish
-from training.review import REVIEW_FILE, review_labels
+from training.review import review_labels
 
 
 def run_id_now() -> str:

@@ -31,6 +31,7 @@ REPORT_FILE = "report.html"
 MODEL_CARD_FILE = "model_card.md"
 CONFIG_FILE = "config.json"
 EMBEDDINGS_FILE = "embeddings.npz"
+REVIEW_FILE = "review.json"  # the training job's label review, read by the console
 HISTORY = "champion-history/"
 # What may move a champion (training, the console): IAM resource patterns over every model.
 CHAMPION_PATTERN = f"{PIPELINE.prefixes.models}*/{CHAMPION_FILE}"

@@ -13,7 +13,7 @@ import pytest
 from numpy.typing import NDArray
 
 from tessera.dataset import Dataset, Row, encode_rows, sheet_shard_key
-from tessera.registry import ModelRegistry
+from tessera.registry import REVIEW_FILE, ModelRegistry
 from tessera.storage import ObjectStore
 from tessera.storage.memory import InMemoryObjectStore
 from tessera_dev.samples import Glyphs
@@ -21,7 +21,7 @@ from tests.conftest import BUCKET
 from training import train as train_module
 from training.data import TrainingData
 from training.options import parse_args
-from training.review import REVIEW_FILE, review_labels, sample_rows
+from training.review import review_labels, sample_rows
 
 SHEET_ROWS = 100
 FLIPPED = 20

@@ -26,10 +26,9 @@ from tessera.dataset import (
 )
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name, validate_model_name
-from tessera.registry import REPORT_FILE, ModelRegistry, is_version
+from tessera.registry import REPORT_FILE, REVIEW_FILE, ModelRegistry, is_version
 from tessera.storage import ObjectMissing, ObjectStore
 
-REVIEW_FILE = "review.json"
 MAX_REVIEW_LIMIT = 500
 # What the console may fetch as a picture or report: tiles, sheet overlays, model artefacts.
 _VIEWABLE = {".png": "image/png", ".html": "text/html; charset=utf-8"}
