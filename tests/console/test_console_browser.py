@@ -158,6 +158,43 @@ def test_labels_that_are_markup_are_shown_as_text(console: dict[str, Any]) -> No
     assert page.locator("img[src='x']").count() == 0
 
 
+def test_a_late_answer_for_a_view_left_behind_does_not_paint_over_the_new_one(
+    console: dict[str, Any],
+) -> None:
+    """The sheets of `digits` are held back until the person has already asked for another
+    dataset; when they arrive they must not replace what is on screen (the race CI once hit)."""
+    page = console["page"]
+    held: list[Any] = []
+    pattern = re.compile(r"/sheets\?dataset=digits")
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route(pattern, hold)
+    try:
+        page.goto("about:blank")  # a fresh load, not a same-document hash change
+        page.goto(f"{console['url']}/#sheets")
+        page.wait_for_function("() => document.querySelector('#dataset') !== null")
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert held, "the page never asked for the sheets of digits"
+        page.fill("#dataset", "no such name!")
+        page.dispatch_event("#dataset", "change")
+        expect(page.locator("#status")).to_contain_text("bad_dataset_name")
+        for route in held:
+            try:
+                route.continue_()
+            except Exception:  # noqa: BLE001 - the page already aborted it: the point of the fix
+                pass
+        page.wait_for_timeout(500)
+        expect(page.locator("#status")).to_contain_text("bad_dataset_name")
+        assert page.locator("#sheet-list li").count() == 0
+    finally:
+        page.unroute(pattern)
+        page.fill("#dataset", "digits")
+
+
 def champion_of(registry: ModelRegistry) -> str:
     pointer = registry.champion()
     assert pointer is not None

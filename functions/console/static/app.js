@@ -52,9 +52,12 @@ function authorization() {
   return idToken ? { authorization: idToken } : {};
 }
 
-async function api(path, { method = "GET", body } = {}) {
+// `signal` aborts a view's reads when the person moves on, so a slow answer for the view they
+// left never paints over the one they are looking at.
+async function api(path, { method = "GET", body, signal } = {}) {
   const response = await fetch(path, {
     method,
+    signal,
     headers: { ...authorization(), ...(body === undefined ? {} : { "content-type": "application/json" }) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -158,9 +161,9 @@ async function predictDrawing() {
 
 // ---- Sheets -----------------------------------------------------------------------------
 
-async function showSheets() {
+async function showSheets(signal) {
   $("sheet-detail").hidden = true;
-  const answer = await api(`sheets?dataset=${encodeURIComponent(dataset())}`);
+  const answer = await api(`sheets?dataset=${encodeURIComponent(dataset())}`, { signal });
   $("sheet-list").replaceChildren(
     ...answer.sheets.map((sheet) => {
       const card = element("li", null, { class: sheet.status, tabindex: "0" });
@@ -200,8 +203,8 @@ async function showSheet(sheet) {
 let queue = [];
 let reviewed = { total: 0, corrected: 0 };
 
-async function showReview() {
-  const answer = await api(`review?dataset=${encodeURIComponent(dataset())}&limit=100`);
+async function showReview(signal) {
+  const answer = await api(`review?dataset=${encodeURIComponent(dataset())}&limit=100`, { signal });
   queue = answer.tiles;
   reviewed = { total: answer.total, corrected: answer.corrected };
   status(`ranked by ${answer.method} (${answer.version})`);
@@ -256,9 +259,9 @@ $("review-input").addEventListener("keydown", (event) => {
 
 // ---- Models -----------------------------------------------------------------------------
 
-async function showModels() {
+async function showModels(signal) {
   const name = dataset();
-  const answer = await api(`models/${encodeURIComponent(name)}`);
+  const answer = await api(`models/${encodeURIComponent(name)}`, { signal });
   $("champion").textContent = answer.champion ? answer.champion.version : "none";
   $("versions").tBodies[0].replaceChildren(
     ...answer.versions.slice().reverse().map((v) => {
@@ -328,7 +331,12 @@ $("train").addEventListener("click", async () => {
 
 const views = { draw: async () => {}, sheets: showSheets, review: showReview, models: showModels };
 
+let navigation = new AbortController();
+
 async function route() {
+  navigation.abort();
+  navigation = new AbortController();
+  const { signal } = navigation;
   const name = (location.hash || "#draw").slice(1);
   const shown = name in views ? name : "draw";
   for (const section of document.querySelectorAll("main > section")) {
@@ -339,9 +347,9 @@ async function route() {
   }
   status("");
   try {
-    await views[shown]();
+    await views[shown](signal);
   } catch (error) {
-    status(error.message);
+    if (!signal.aborted) status(error.message);
   }
 }
 
