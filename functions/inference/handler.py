@@ -17,6 +17,7 @@ from collections import OrderedDict
 from http import HTTPStatus
 from typing import Any
 
+import numpy as np
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -191,6 +192,9 @@ def predict() -> dict[str, Any]:
             lines[symbol["line"]] += symbol["label"]
         answer.update(layout="symbols", symbols=symbols, lines=lines)
     answer["predictions"] = predictions
+    if request.inputs:
+        # What the model saw, row-major 28x28 in [0, 1] (1 = ink), one per prediction.
+        answer["inputs"] = np.round(request.features, 3).tolist()
     return answer
 
 

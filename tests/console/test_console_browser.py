@@ -5,6 +5,7 @@ under build/screenshots/ (the README's pictures come from them)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 from tessera.corrections import current_corrections
@@ -105,7 +107,28 @@ def test_drawing_a_seven_shows_a_prediction_and_the_nearest_tiles(console: dict[
     page.mouse.up()
     expect(page.locator("#prediction")).to_have_text(re.compile(r"^[0-9]$"))
     assert page.locator("#top li").count() == 3
+    # the 28x28 input the model saw: ink, scaled and centred the MNIST way (a blank margin)
+    seen = np.array(
+        page.evaluate(
+            """() => Array.from($seen.getContext("2d").getImageData(0, 0, 28, 28).data)
+                     .filter((_, i) => i % 4 === 0)""".replace(
+                "$seen", "document.getElementById('seen')"
+            )
+        ),
+        dtype=np.uint8,
+    ).reshape(28, 28)
+    ink = seen > 128  # white ink on black, as the stored tiles
+    assert ink.sum() > 30
+    rows, cols = np.nonzero(ink)
+    assert np.ptp(rows) <= 21 and np.ptp(cols) <= 21  # fitted into the 20x20 box
+    mass = seen.astype(float)
+    centre = [(mass.sum(axis=1 - a) * np.arange(28)).sum() / mass.sum() for a in (0, 1)]
+    assert all(abs(c - 13.5) <= 2 for c in centre)  # centred by its mass
     page.wait_for_selector("#neighbours li img")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#neighbours img')]"
+        ".every((img) => img.complete && img.naturalWidth > 0)"
+    )
     shot(page, "draw")
 
 
@@ -183,10 +206,9 @@ def test_a_late_answer_for_a_view_left_behind_does_not_paint_over_the_new_one(
         page.dispatch_event("#dataset", "change")
         expect(page.locator("#status")).to_contain_text("bad_dataset_name")
         for route in held:
-            try:
+            # the page has already aborted it (the point of the fix): continuing may refuse
+            with contextlib.suppress(PlaywrightError):
                 route.continue_()
-            except Exception:  # noqa: BLE001 - the page already aborted it: the point of the fix
-                pass
         page.wait_for_timeout(500)
         expect(page.locator("#status")).to_contain_text("bad_dataset_name")
         assert page.locator("#sheet-list li").count() == 0

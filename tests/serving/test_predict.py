@@ -60,6 +60,24 @@ def test_a_raw_png_body_is_answered_like_the_json_one(served: Served, call: Call
     assert len(raw.body["top"]) == 2
 
 
+def test_inputs_true_returns_what_the_model_saw_and_only_when_asked(
+    served: Served, call: Call
+) -> None:
+    png = _png(served, 5)
+    seen = model_inputs(decode_image(png)[np.newaxis])[0]
+    image = base64.b64encode(png).decode()
+    asked = call("POST", "/console/predict", json_body={"image": image, "inputs": True})
+    by_query = call("POST", "/predict?inputs=true", body=png, content_type="image/png")
+    plain = call("POST", "/predict", json_body={"image": image})
+    assert asked.status == by_query.status == plain.status == 200
+    assert len(asked.body["inputs"]) == 1 and len(asked.body["inputs"][0]) == 784
+    np.testing.assert_allclose(asked.body["inputs"][0], seen, atol=5e-4)
+    assert by_query.body["inputs"] == asked.body["inputs"]
+    assert "inputs" not in plain.body
+    refused = call("POST", "/predict", json_body={"image": image, "inputs": "yes"})
+    assert refused.status == 400 and "inputs" in refused.body["error"]["message"]
+
+
 def test_pixels_flat_or_as_rows_give_the_same_answer(served: Served, call: Call) -> None:
     row = np.rint(served.trained.x[3] * 255).astype(int)
     flat = call("POST", "/predict", json_body={"pixels": row.tolist()})

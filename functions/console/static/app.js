@@ -104,6 +104,7 @@ function clearPad() {
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
   $("prediction").textContent = "-";
+  showSeen(null);
   $("top").replaceChildren();
   $("neighbours").replaceChildren();
 }
@@ -135,12 +136,27 @@ pad.addEventListener("pointerup", () => {
 });
 $("clear").addEventListener("click", clearPad);
 
+// The model's input as it saw it: 784 values in [0, 1], 1 = ink, drawn white on black like
+// the stored tiles (MNIST's convention).
+function showSeen(values) {
+  const seen = $("seen").getContext("2d");
+  const picture = seen.createImageData(28, 28);
+  for (let i = 0; i < 784; i += 1) {
+    const shade = Math.round(255 * (values ? values[i] : 0));
+    picture.data.set([shade, shade, shade, 255], i * 4);
+  }
+  seen.putImageData(picture, 0, 0);
+}
+
 async function predictDrawing() {
   const image = pad.toDataURL("image/png").split(",", 2)[1];
   const model = dataset();
   try {
-    const answer = await api("console/predict", { method: "POST", body: { image, model, top_k: 3 } });
+    const answer = await api("console/predict", {
+      method: "POST", body: { image, model, top_k: 3, inputs: true },
+    });
     $("prediction").textContent = answer.label;
+    showSeen(answer.inputs[0]);
     $("top").replaceChildren(
       ...answer.top.map((t) => element("li", `${t.label} ${(t.probability * 100).toFixed(1)}%`)),
     );

@@ -38,7 +38,7 @@ _SMALL_INTEGER = re.compile(r"[0-9]{1,9}")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _INPUT_FIELDS = frozenset({"image", "pixels"})
-PREDICT_OPTIONS = frozenset({"model", "version", "top_k"})
+PREDICT_OPTIONS = frozenset({"model", "version", "top_k", "inputs"})
 SIMILAR_OPTIONS = frozenset({"model", "version", "k"})
 # An image at most this many pixels on its long side is one symbol (a drawn canvas, a cut tile,
 # an MNIST digit) and is normalized whole; a larger one is a photo or scan of a page, whose
@@ -58,6 +58,8 @@ class ApiRequest:
     # For a page with several symbols: where each one is (line, position, box), in the order
     # of `features`' rows; None for everything else.
     symbols: list[dict[str, Any]] | None = None
+    # `inputs: true`: the answer carries each 28x28 model input, as the model saw it.
+    inputs: bool = False
 
 
 def features_from_page(pixels: NDArray[np.float32]) -> tuple[NDArray[np.float32], list[Any]]:
@@ -254,6 +256,15 @@ def _int_option(options: dict[str, Any], name: str, default: int) -> int:
     return value
 
 
+def _bool_option(options: dict[str, Any], name: str) -> bool:
+    value = options.get(name, False)
+    if isinstance(value, str):  # from a query string
+        value = {"true": True, "false": False, "1": True, "0": False}.get(value.strip().lower())
+    if not isinstance(value, bool):
+        raise InvalidInput("bad_request", f"'{name}' must be true or false")
+    return value
+
+
 def _options(options: dict[str, Any], allowed: frozenset[str]) -> tuple[str | None, str | None]:
     unknown = set(options) - allowed
     if unknown:
@@ -320,9 +331,16 @@ def parse_request(
         settings = query_options
         model, version = _options(settings, options)
         k = _int_option(settings, k_option, default_k)
+        inputs = _bool_option(settings, "inputs")
         features, single, places = _single_image(data, max_instances=max_instances)
         return ApiRequest(
-            features=features, model=model, version=version, k=k, single=single, symbols=places
+            features=features,
+            model=model,
+            version=version,
+            k=k,
+            single=single,
+            symbols=places,
+            inputs=inputs,
         )
     if media_type.startswith("image/"):
         raise InvalidInput(
@@ -345,9 +363,16 @@ def parse_request(
     settings = {**query_options, **body_options}
     model, version = _options(settings, options)
     k = _int_option(settings, k_option, default_k)
+    inputs = _bool_option(settings, "inputs")
     features, single, places = _features_and_shape(document, max_instances=max_instances)
     return ApiRequest(
-        features=features, model=model, version=version, k=k, single=single, symbols=places
+        features=features,
+        model=model,
+        version=version,
+        k=k,
+        single=single,
+        symbols=places,
+        inputs=inputs,
     )
 
 
