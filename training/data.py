@@ -67,7 +67,8 @@ def from_bucket(store: ObjectStore, names: list[str]) -> Dataset:
             message = str(error)
             code = "corrupt_shard" if message.startswith("corrupt shard") else "empty_dataset"
             raise TrainingError(code, message) from None
-        corrected, counts = apply_corrections(rows, current_corrections(store, name))
+        layer = current_corrections(store, name, keep_snapshot=True)
+        corrected, counts = apply_corrections(rows, layer)
         if any(counts.values()):
             log(
                 f"dataset {name}: corrections applied, {counts['relabelled']} relabelled, "

@@ -8,6 +8,12 @@ both land (the later wins, both stay in the tile's history) and a flood of corre
 none. A tile's current correction is its latest; an `undo` brings back the stored label.
 Training reads the layer on top of the rows (`apply_corrections`); the rows stay as Vectorize
 wrote them.
+
+Reading the layer costs one LIST page per 1,000 corrections plus a GET of each correction not
+read before: every training run leaves `datasets/<name>/snapshots/corrections.json`, what it
+read keyed by object key and ETag, and the next read GETs only what is new or changed since.
+The listing stays the truth: a correction missing from the snapshot is read, one deleted from
+the bucket is dropped, and a snapshot that is gone or unreadable means every correction is read.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from tessera.config import PIPELINE
-from tessera.dataset import Dataset, dataset_prefix, shard_key_for_tile, sheet_shard_key
+from tessera.dataset import (
+    SNAPSHOTS,
+    Dataset,
+    dataset_prefix,
+    shard_key_for_tile,
+    sheet_shard_key,
+)
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name, validate_label
 from tessera.storage import ObjectStore
@@ -121,14 +133,34 @@ def record_correction(
 def tile_history(store: ObjectStore, name: str, tile: str) -> list[Correction]:
     """Every correction of one tile, oldest first: the audit trail."""
     sheet, cell = tile_cell(name, tile)
-    return _read(store, [i.key for i in store.list(f"{corrections_prefix(name)}{sheet}/{cell}/")])
+    read = _read(store, [i.key for i in store.list(f"{corrections_prefix(name)}{sheet}/{cell}/")])
+    return _in_order(read.values())
 
 
-def current_corrections(store: ObjectStore, name: str) -> dict[str, Correction]:
-    """Each corrected tile's latest correction (tiles whose latest is an undo are left out)."""
+def corrections_snapshot_key(name: str) -> str:
+    return f"{dataset_prefix(name)}{SNAPSHOTS}corrections.json"
+
+
+def current_corrections(
+    store: ObjectStore, name: str, *, keep_snapshot: bool = False
+) -> dict[str, Correction]:
+    """Each corrected tile's latest correction (tiles whose latest is an undo are left out).
+
+    Corrections already in the layer's snapshot are not read again; `keep_snapshot` (training
+    does) writes the snapshot anew when anything was new, changed or gone."""
+    listed = list(store.list(corrections_prefix(name)))
+    known = _read_snapshot(store, name) if listed else {}
+    fresh = [item for item in listed if item.key not in known or known[item.key][0] != item.etag]
+    read = _read(store, [item.key for item in fresh])
+    entries = {
+        item.key: (item.etag, read[item.key] if item.key in read else known[item.key][1])
+        for item in listed
+    }
+    if keep_snapshot and (fresh or set(known) - set(entries)):
+        _write_snapshot(store, name, entries)
     latest: dict[str, Correction] = {}
-    for correction in _read(store, [item.key for item in store.list(corrections_prefix(name))]):
-        latest[correction.tile] = correction  # _read orders by time
+    for correction in _in_order(c for _, c in entries.values()):
+        latest[correction.tile] = correction
     return {tile: c for tile, c in latest.items() if c.action != "undo"}
 
 
@@ -163,14 +195,66 @@ def apply_corrections(
     return corrected, counts
 
 
-def _read(store: ObjectStore, keys: Iterable[str]) -> list[Correction]:
+def _parse(document: Any) -> Correction | None:
+    """A stored correction, or None for anything else (an object written by hand corrects
+    nothing)."""
+    try:
+        correction = Correction(**{field: document[field] for field in Correction.__annotations__})
+    except (KeyError, TypeError):
+        return None
+    fields = (correction.tile, correction.action, correction.by, correction.at, correction.id)
+    if not all(isinstance(value, str) for value in fields):
+        return None
+    if correction.label is not None and not isinstance(correction.label, str):
+        return None
+    return correction
+
+
+def _read(store: ObjectStore, keys: Iterable[str]) -> dict[str, Correction | None]:
     def one(key: str) -> Correction | None:
         try:
-            document = json.loads(store.get(key).body)
-            return Correction(**{field: document[field] for field in Correction.__annotations__})
-        except (KeyError, TypeError, ValueError):
-            return None  # not one of ours (written by hand): it corrects nothing
+            return _parse(json.loads(store.get(key).body))
+        except ValueError:
+            return None  # not JSON: not one of ours
 
+    keys = list(keys)
     with ThreadPoolExecutor(max_workers=16) as pool:
-        found = [c for c in pool.map(one, list(keys)) if c is not None]
-    return sorted(found, key=lambda c: (c.at, c.id))
+        return dict(zip(keys, pool.map(one, keys), strict=True))
+
+
+def _in_order(corrections: Iterable[Correction | None]) -> list[Correction]:
+    """The order corrections apply in: by time, then id (the later wins)."""
+    return sorted((c for c in corrections if c is not None), key=lambda c: (c.at, c.id))
+
+
+def _read_snapshot(store: ObjectStore, name: str) -> dict[str, tuple[str, Correction | None]]:
+    """The snapshot's entries (key -> ETag then, correction or None), or nothing when it is
+    gone or not what `_write_snapshot` writes."""
+    try:
+        document = store.get_json(corrections_snapshot_key(name))
+    except ValueError:
+        return {}
+    if not isinstance(document, dict) or not isinstance(document.get("entries"), dict):
+        return {}
+    entries: dict[str, tuple[str, Correction | None]] = {}
+    for key, entry in document["entries"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("etag"), str):
+            return {}
+        correction = entry.get("correction")
+        parsed = None if correction is None else _parse(correction)
+        if correction is not None and parsed is None:
+            return {}
+        entries[key] = (entry["etag"], parsed)
+    return entries
+
+
+def _write_snapshot(
+    store: ObjectStore, name: str, entries: dict[str, tuple[str, Correction | None]]
+) -> None:
+    document = {
+        "entries": {
+            key: {"etag": etag, "correction": None if c is None else c.as_dict()}
+            for key, (etag, c) in sorted(entries.items())
+        }
+    }
+    store.put_json(corrections_snapshot_key(name), document)

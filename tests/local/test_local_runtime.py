@@ -357,3 +357,40 @@ def test_a_poison_message_ends_in_its_dlq_and_the_pump_goes_on(
     assert key in sources
     assert all(pump.is_alive() for pump in runtime.pumps)
     sqs.purge_queue(QueueUrl=split.dlq_url)
+
+
+def test_a_flood_of_corrections_over_http_is_all_stored_and_audited(
+    runtime: LocalRuntime, ingested: dict[str, int]
+) -> None:
+    """1,000 corrections from 16 clients at once through the local API, as the console posts
+    them: each answered 201 (a 429 is retried, as the page does), each one stored, none lost.
+    Each tile is relabelled with its own label, so later trainings see the same data."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tessera.corrections import current_corrections, tile_history
+
+    store = store_of(runtime)
+    labels = {row.source_key: row.label for row in rows_under(store, "datasets/digits/rows/")}
+    tiles = sorted(labels)
+
+    def post(n: int) -> int:
+        tile = tiles[n % len(tiles)]
+        body = {"dataset": "digits", "tile": tile, "label": labels[tile]}
+        for attempt in range(5):
+            status, _answer = http(f"{runtime.api_url}/corrections", body)
+            if status != 429:
+                return status
+            time.sleep(0.2 * 2**attempt)
+        return status
+
+    before = sum(1 for _ in store.list("datasets/digits/corrections/"))
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(post, range(1000)))
+    print(f"1,000 corrections over HTTP in {time.monotonic() - started:.1f} s")
+    assert statuses == [201] * 1000
+    stored = sum(1 for _ in store.list("datasets/digits/corrections/"))
+    assert stored - before == 1000
+    assert sum(len(tile_history(store, "digits", tile)) for tile in tiles) == stored
+    layer = current_corrections(store, "digits")
+    assert set(layer) == set(tiles) and all(layer[t].label == labels[t] for t in tiles)

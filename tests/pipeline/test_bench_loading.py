@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from tessera_dev.bench.loading import CountingMemoryStore, bench_size, main, moto_store
+from tessera_dev.bench.loading import (
+    CountingMemoryStore,
+    bench_corrections,
+    bench_size,
+    main,
+    moto_store,
+)
 
 
 def test_a_load_after_one_new_sheet_reads_its_one_shard_and_the_snapshot() -> None:
@@ -35,6 +41,16 @@ def test_with_a_shard_per_row_one_new_sheet_reads_its_rows_and_the_snapshot() ->
     assert result["get_ratio"] > 3
 
 
+def test_the_correction_layer_is_read_once_then_only_what_is_new() -> None:
+    store = CountingMemoryStore()
+    result = bench_corrections(store, store.requests, "layer", 250)
+    assert result["first"]["get"] == 250 + 1 and result["first"]["put"] == 1  # + snapshot
+    assert result["unchanged"]["get"] == 1 and result["unchanged"]["put"] == 0
+    assert result["one_added"]["get"] == 2 and result["one_added"]["put"] == 1
+    assert result["full_read"]["get"] == 251 + 1  # every one, and the snapshot not there
+    assert result["one_added"]["tiles"] == result["full_read"]["tiles"] == 100  # latest wins
+
+
 def test_requests_on_moto_are_counted_on_the_client_each_list_page_included() -> None:
     with moto_store() as (store, counts):
         result = bench_size(store, counts, 1100, "tile")
@@ -46,7 +62,8 @@ def test_requests_on_moto_are_counted_on_the_client_each_list_page_included() ->
 def test_the_command_ends_with_one_json_line_and_refuses_bad_sizes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["--sizes", "100", "--store", "memory"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last)["results"][0]["size"] == 100
+    assert main(["--sizes", "100", "--store", "memory", "--corrections", "20"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["results"][0]["size"] == 100
+    assert last["corrections"]["one_added"]["get"] == 2
     assert main(["--sizes", "ten"]) == 2

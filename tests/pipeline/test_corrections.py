@@ -10,6 +10,7 @@ import pytest
 
 from tessera.corrections import (
     UnknownTile,
+    corrections_snapshot_key,
     apply_corrections,
     current_corrections,
     record_correction,
@@ -18,6 +19,7 @@ from tessera.corrections import (
 from tessera.dataset import Row, load_dataset, put_sheet_rows
 from tessera.errors import InvalidInput
 from tessera.storage import ObjectStore
+from tessera_dev.bench.loading import CountingMemoryStore
 
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
@@ -26,17 +28,21 @@ def tile(cell: int, sheet: str = "s1") -> str:
     return f"tiles/digits/{sheet}/r000-c{cell:03d}.png"
 
 
-@pytest.fixture
-def store(memory_store: ObjectStore) -> ObjectStore:
+def seed(store: ObjectStore) -> ObjectStore:
     """A dataset of one sheet: four rows labelled 3, their tile PNGs beside them."""
     rows = [
         Row(pixels=np.full(784, i, np.uint8), label="3", source_key=tile(i), source_etag="e")
         for i in range(4)
     ]
-    put_sheet_rows(memory_store, "digits", "s1", rows, version="v")
+    put_sheet_rows(store, "digits", "s1", rows, version="v")
     for i in range(4):
-        memory_store.put(tile(i), b"png", content_type="image/png")
-    return memory_store
+        store.put(tile(i), b"png", content_type="image/png")
+    return store
+
+
+@pytest.fixture
+def store(memory_store: ObjectStore) -> ObjectStore:
+    return seed(memory_store)
 
 
 def test_training_sees_relabelled_and_excluded_tiles_and_the_rows_stay_as_written(
@@ -113,4 +119,45 @@ def test_a_flood_of_corrections_from_many_threads_loses_none(store: ObjectStore)
 def test_a_hand_written_object_in_the_layer_corrects_nothing(store: ObjectStore) -> None:
     store.put("datasets/digits/corrections/s1/r000-c000/garbage.json", b"{not json")
     record_correction(store, "digits", tile(1), label="1", by="ana")
+    assert set(current_corrections(store, "digits")) == {tile(1)}
+
+
+def test_a_training_read_gets_only_the_corrections_new_since_the_last_one() -> None:
+    store = seed(CountingMemoryStore())
+    for n in range(40):
+        at = T0 + timedelta(seconds=n)
+        record_correction(store, "digits", tile(n % 4), label=str(n % 10), by="ana", now=at)
+
+    def read() -> tuple[dict[str, object], int, int]:
+        store.requests.clear()
+        layer = current_corrections(store, "digits", keep_snapshot=True)
+        return layer, store.requests["GetObject"], store.requests["PutObject"]
+
+    first, first_gets, first_puts = read()
+    again, again_gets, again_puts = read()
+    record_correction(store, "digits", tile(2), exclude=True, by="ben", now=T0 + timedelta(1))
+    added, added_gets, added_puts = read()
+    assert (first_gets, again_gets, added_gets) == (40 + 1, 1, 1 + 1)  # + the snapshot's GET
+    assert (first_puts, again_puts, added_puts) == (1, 0, 1)  # written only when it changed
+    assert again == first
+    assert added == current_corrections(store, "digits")  # the same as reading every one
+    assert added[tile(2)].action == "exclude" and first[tile(2)].label == "8"
+
+
+def test_the_listing_stays_the_truth_over_the_snapshot(store: ObjectStore) -> None:
+    record_correction(store, "digits", tile(0), label="8", by="ana", now=T0)
+    later = record_correction(store, "digits", tile(0), label="5", by="ben", now=T0 + timedelta(1))
+    current_corrections(store, "digits", keep_snapshot=True)
+    # a correction deleted from the bucket by hand is gone, though the snapshot still has it
+    ben = next(i.key for i in store.list("datasets/digits/corrections/") if later.id in i.key)
+    store.delete(ben)
+    assert current_corrections(store, "digits", keep_snapshot=True)[tile(0)].label == "8"
+    # one overwritten by hand (a new ETag) is read again: now it corrects nothing
+    ana = next(iter(store.list("datasets/digits/corrections/"))).key
+    store.put(ana, b"{not json")
+    assert current_corrections(store, "digits", keep_snapshot=True) == {}
+    # a snapshot made garbage is ignored: every correction is read
+    record_correction(store, "digits", tile(1), label="1", by="ana", now=T0 + timedelta(2))
+    store.put(corrections_snapshot_key("digits"), b'{"entries": {"x": {"etag": 1}}}')
+    assert set(current_corrections(store, "digits", keep_snapshot=True)) == {tile(1)}
     assert set(current_corrections(store, "digits")) == {tile(1)}

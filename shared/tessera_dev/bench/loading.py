@@ -14,6 +14,10 @@ shards) is loaded through `tessera.dataset.load_dataset`:
 - one sheet added: 100 new rows, then a load that starts from the latest snapshot;
 - full read: the same rows with the snapshots removed, every shard read (the baseline).
 
+Then the console's correction layer on the last size (`--corrections N`, 0 to skip): N
+corrections read the way training reads them (`current_corrections(keep_snapshot=True)`):
+first read, unchanged, one correction added, and every correction read (the baseline).
+
 Requests are counted where they are made: on the botocore client (every real S3 API call,
 each LIST page included) with `--store moto`, or on the in-memory store's methods.
 """
@@ -32,6 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from tessera.corrections import (
+    Correction,
+    corrections_prefix,
+    corrections_snapshot_key,
+    current_corrections,
+)
 from tessera.dataset import (
     SNAPSHOTS,
     Row,
@@ -183,6 +193,68 @@ def bench_size(
     }
 
 
+def add_correction(store: ObjectStore, dataset: str, n: int) -> None:
+    """One correction object as the console writes it (`record_correction`, without its checks)."""
+    sheet, cell = f"sheet-{n % 100:05d}", f"r{n // 10 % 10:03d}-c{n % 10:03d}"
+    correction = Correction(
+        tile=f"tiles/{dataset}/{sheet}/{cell}.png",
+        action="label",
+        label=str(n % 10),
+        by="bench",
+        at=f"2026-12-03T09:00:00.{n:06d}+00:00",
+        id=f"{n:012d}",
+    )
+    key = f"{corrections_prefix(dataset)}{sheet}/{cell}/{n:012d}.json"
+    store.put_json(key, correction.as_dict())
+
+
+def timed_corrections(store: ObjectStore, counts: Counter[str], dataset: str) -> dict[str, Any]:
+    before = Counter(counts)
+    started = time.perf_counter()
+    tiles = len(current_corrections(store, dataset, keep_snapshot=True))
+    seconds = time.perf_counter() - started
+    made = counts - before
+    return {
+        "tiles": tiles,
+        "seconds": round(seconds, 3),
+        "get": made["GetObject"],
+        "list": made["ListObjectsV2"],
+        "put": made["PutObject"],
+    }
+
+
+def bench_corrections(
+    store: ObjectStore, counts: Counter[str], dataset: str, count: int
+) -> dict[str, Any]:
+    for n in range(count):
+        add_correction(store, dataset, n)
+    first = timed_corrections(store, counts, dataset)
+    unchanged = timed_corrections(store, counts, dataset)
+    add_correction(store, dataset, count)
+    added = timed_corrections(store, counts, dataset)
+    store.delete(corrections_snapshot_key(dataset))  # the baseline: every correction read
+    full = timed_corrections(store, counts, dataset)
+    return {
+        "corrections": count,
+        "first": first,
+        "unchanged": unchanged,
+        "one_added": added,
+        "full_read": full,
+        "get_ratio": round(full["get"] / max(1, added["get"]), 1),
+    }
+
+
+def _corrections_table(result: dict[str, Any]) -> str:
+    lines = ["| corrections | read | GET | LIST | PUT | seconds |", "|" + "---|" * 6]
+    for name in ("first", "unchanged", "one_added", "full_read"):
+        m = result[name]
+        lines.append(
+            f"| {result['corrections']:,} | {name.replace('_', ' ')} | {m['get']:,} | "
+            f"{m['list']} | {m['put']} | {m['seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _table(results: list[dict[str, Any]]) -> str:
     header = "| rows | load | rows read | GET | HEAD | LIST | PUT | seconds | cost (USD) |"
     lines = [header, "|" + "---|" * 9]
@@ -201,6 +273,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default="1000,10000,60000", help="comma-separated row counts")
     parser.add_argument("--store", choices=["moto", "memory"], default="moto")
     parser.add_argument("--layout", choices=LAYOUTS, default="sheet", help="shard per sheet/row")
+    parser.add_argument(
+        "--corrections", type=int, default=1000, help="corrections in the layer (0: skip)"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [int(size) for size in args.sizes.split(",")]
@@ -208,12 +283,18 @@ def main(argv: list[str]) -> int:
         print(f"--sizes must be comma-separated integers, got {args.sizes!r}", file=sys.stderr)
         return 2
     results = []
+    layer: dict[str, Any] | None = None
+    last = f"rows{sizes[-1]}-{args.layout}"
     if args.store == "memory":
         memory = CountingMemoryStore()
         results = [bench_size(memory, memory.requests, size, args.layout) for size in sizes]
+        if args.corrections > 0:
+            layer = bench_corrections(memory, memory.requests, last, args.corrections)
     else:
         with moto_store() as (store, counts):
             results = [bench_size(store, counts, size, args.layout) for size in sizes]
+            if args.corrections > 0:
+                layer = bench_corrections(store, counts, last, args.corrections)
     print(
         f"Dataset loading on {args.store}, a shard per {args.layout} "
         f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
@@ -224,5 +305,13 @@ def main(argv: list[str]) -> int:
             f"{r['size']:,} rows + one sheet: {r['get_ratio']}x fewer GETs and "
             f"{r['speedup']}x faster than reading every shard (full read)"
         )
-    print(json.dumps({"store": args.store, "layout": args.layout, "results": results}))
+    if layer is not None:
+        print(f"\nThe correction layer of {last}, read as training reads it")
+        print(_corrections_table(layer))
+        print(
+            f"{layer['corrections']:,} corrections + one: {layer['get_ratio']}x fewer GETs "
+            "than reading every correction"
+        )
+    figures = {"store": args.store, "layout": args.layout, "results": results}
+    print(json.dumps({**figures, "corrections": layer}))
     return 0
