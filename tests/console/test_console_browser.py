@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
-from tessera.corrections import current_corrections
+from tessera.corrections import current_corrections, tile_history
 from tessera.registry import ModelRegistry
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.runtime import LocalRuntime
@@ -154,6 +154,40 @@ def test_review_corrects_a_tile_with_one_key_and_the_correction_is_stored(
     expect(page.locator("#review-progress")).to_contain_text("1 of")
     stored = current_corrections(console["store"], "digits")
     assert stored[tile].label == suggested and stored[tile].by == "local"
+
+
+def test_a_throttled_correction_is_sent_again_and_stored_once(console: dict[str, Any]) -> None:
+    """API Gateway answers 429 past the stage's rate: the page waits and sends it again."""
+    page = console["page"]
+    refused: list[str] = []
+
+    def throttle(route: Any) -> None:
+        if route.request.method == "POST" and len(refused) < 2:
+            refused.append(route.request.url)
+            route.fulfill(
+                status=429,
+                content_type="application/json",
+                body='{"message": "Too Many Requests"}',
+            )
+        else:
+            route.continue_()
+
+    page.goto("about:blank")
+    page.goto(f"{console['url']}/#review")
+    page.wait_for_selector("#review-card:not([hidden])")
+    tile = page.text_content("#review-source")
+    before = len(tile_history(console["store"], "digits", tile))
+    page.route("**/corrections", throttle)
+    try:
+        page.press("#review-input", "x")  # exclude
+        page.wait_for_timeout(200)
+        page.press("#review-input", "x")  # pressed again while it waits: still one correction
+        expect(page.locator("#review-source")).not_to_have_text(tile, timeout=15_000)
+    finally:
+        page.unroute("**/corrections", throttle)
+    assert len(refused) == 2
+    history = tile_history(console["store"], "digits", tile)
+    assert len(history) == before + 1 and history[-1].action == "exclude"
 
 
 def test_the_champion_is_rolled_back_from_the_models_view(console: dict[str, Any]) -> None:

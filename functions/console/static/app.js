@@ -54,13 +54,23 @@ function authorization() {
 
 // `signal` aborts a view's reads when the person moves on, so a slow answer for the view they
 // left never paints over the one they are looking at.
+// A throttled request (429, the API's stage limit) or a busy one (503) is sent again after
+// 0.5, 1, 2 and 4 s, so a burst of corrections is slowed down, never dropped.
+const RETRY_DELAYS = [500, 1000, 2000, 4000];
+
 async function api(path, { method = "GET", body, signal } = {}) {
-  const response = await fetch(path, {
-    method,
-    signal,
-    headers: { ...authorization(), ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response;
+  for (let attempt = 0; ; attempt += 1) {
+    response = await fetch(path, {
+      method,
+      signal,
+      headers: { ...authorization(), ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (![429, 503].includes(response.status) || attempt >= RETRY_DELAYS.length) break;
+    status(`busy (${response.status}), trying again`);
+    await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS[attempt]));
+  }
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = answer.error || {};
@@ -243,9 +253,12 @@ function nextTile() {
   $("review-input").focus();
 }
 
+let deciding = false; // one correction at a time: a key pressed twice is not two corrections
+
 async function decide(change) {
   const tile = queue[0];
-  if (!tile) return;
+  if (!tile || deciding) return;
+  deciding = true;
   try {
     await api("corrections", { method: "POST", body: { dataset: dataset(), tile: tile.tile, ...change } });
     reviewed.corrected += 1;
@@ -253,6 +266,8 @@ async function decide(change) {
   } catch (error) {
     status(error.message);
     if (!error.message.startsWith("unknown_tile")) return; // a stale tile leaves the queue
+  } finally {
+    deciding = false;
   }
   queue.shift();
   nextTile();
