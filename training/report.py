@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from tessera.config import TILE_SIZE
+from tessera.registry import REPORT_STYLE
 from training.card import WORST_SHEETS, base_name
 
 MISCLASSIFIED_SHOWN = 36
@@ -264,11 +265,7 @@ def report_html(metrics: dict[str, Any], images: dict[str, bytes]) -> str:
             f"{search['rows']} rows in {search['seconds']} s</h2>",
             _table(search["table"]),
         ]
-    style = (
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
-        ".warning{background:#fff3cd;border:1px solid #e0b400;padding:6px 10px}"
-    )
+    style = REPORT_STYLE
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(metrics['model'])}"
         f" {html.escape(metrics['version'])}</title><style>{style}</style></head><body>"

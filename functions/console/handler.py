@@ -19,6 +19,8 @@ signed-in user (the Cognito authorizer's claims name who made a correction).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 from http import HTTPStatus
@@ -32,6 +34,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tessera.config import Env, FunctionSettings
 from tessera.corrections import UnknownTile
 from tessera.errors import InvalidInput
+from tessera.registry import REPORT_STYLE
 from tessera.serving import console
 from tessera.storage.s3 import S3ObjectStore
 
@@ -43,10 +46,13 @@ _STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
-# The page's own files only; it loads nothing from elsewhere.
+# The page's own files only; it loads nothing from elsewhere. A report opened from the page (a
+# blob, which keeps this policy) may use its one style sheet, allowed by its hash.
+_REPORT_STYLE_HASH = base64.b64encode(hashlib.sha256(REPORT_STYLE.encode()).digest()).decode()
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        "default-src 'self'; img-src 'self' blob: data:; "
+        f"style-src 'self' 'sha256-{_REPORT_STYLE_HASH}'; script-src 'self'; "
         "connect-src 'self' https://*.amazoncognito.com; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),

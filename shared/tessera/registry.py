@@ -32,6 +32,13 @@ MODEL_CARD_FILE = "model_card.md"
 CONFIG_FILE = "config.json"
 EMBEDDINGS_FILE = "embeddings.npz"
 REVIEW_FILE = "review.json"  # the training job's label review, read by the console
+# report.html's one style sheet: the console's content policy allows exactly it (by hash), so a
+# report opened from the signed-in page keeps its look without allowing any other inline style.
+REPORT_STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
+    ".warning{background:#fff3cd;border:1px solid #e0b400;padding:6px 10px}"
+)
 HISTORY = "champion-history/"
 # What may move a champion (training, the console): IAM resource patterns over every model.
 CHAMPION_PATTERN = f"{PIPELINE.prefixes.models}*/{CHAMPION_FILE}"

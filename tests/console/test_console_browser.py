@@ -204,6 +204,21 @@ def test_the_champion_is_rolled_back_from_the_models_view(console: dict[str, Any
     page.click(f"#versions tr[data-version='{target}'] button")  # its report
     assert shown(page.locator("#plot-confusion"))
     shot(page, "models")
+    # the full report opens in a tab of its own, its pictures and styles with it
+    with page.context.expect_page() as opened:
+        page.click("#report-link")
+    report = opened.value
+    report.wait_for_load_state()
+    expect(report.locator("h1")).to_contain_text(target)
+    pictures = report.locator("img")
+    assert pictures.count() >= 3
+    assert report.evaluate(
+        "() => [...document.images].every((img) => img.complete && img.naturalWidth > 0)"
+    )
+    # its own style sheet applies (table cells bordered), not blocked by the console's policy
+    cell = report.locator("td").first
+    assert cell.evaluate("(td) => getComputedStyle(td).borderTopStyle") == "solid"
+    report.close()
 
 
 def test_labels_that_are_markup_are_shown_as_text(console: dict[str, Any]) -> None:

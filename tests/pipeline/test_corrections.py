@@ -10,8 +10,8 @@ import pytest
 
 from tessera.corrections import (
     UnknownTile,
-    corrections_snapshot_key,
     apply_corrections,
+    corrections_snapshot_key,
     current_corrections,
     record_correction,
     tile_history,
