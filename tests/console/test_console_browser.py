@@ -135,9 +135,21 @@ def test_drawing_a_seven_shows_a_prediction_and_the_nearest_tiles(console: dict[
 def test_a_sheet_opens_to_its_overlay_and_tiles(console: dict[str, Any]) -> None:
     page = console["page"]
     page.goto(f"{console['url']}/#sheets")
+    # the gallery shows each sheet's overlay
+    expect(page.locator("#sheet-list li img.thumb")).to_have_count(2)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#sheet-list img.thumb')]"
+        ".every((img) => img.complete && img.naturalWidth > 0)"
+    )
     page.locator("#sheet-list li").first.click()
     expect(page.locator("#sheet-tiles li")).to_have_count(100)
     assert shown(page.locator("#overlay"))
+    # tiles are fetched as they scroll into view: the last one too, once it is there
+    page.locator("#sheet-tiles li img").last.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#sheet-tiles img')]"
+        ".every((img) => img.complete && img.naturalWidth > 0)"
+    )
     shot(page, "sheets")
 
 

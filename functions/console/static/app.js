@@ -88,6 +88,21 @@ async function showImage(img, key) {
   img.src = url;
 }
 
+// Pictures in galleries (sheet overlays, a sheet's thousands of tiles) are fetched only once
+// they scroll into view.
+const lazyImages = new IntersectionObserver((entries) => {
+  for (const entry of entries.filter((e) => e.isIntersecting)) {
+    lazyImages.unobserve(entry.target);
+    showImage(entry.target, entry.target.dataset.key);
+  }
+});
+
+function lazyImage(img, key) {
+  img.dataset.key = key;
+  lazyImages.observe(img);
+  return img;
+}
+
 function element(tag, text, attributes = {}) {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = String(text);
@@ -97,8 +112,7 @@ function element(tag, text, attributes = {}) {
 
 function tileItem(key, caption, corrected = false) {
   const item = element("li", null, corrected ? { class: "corrected" } : {});
-  const img = element("img", null, { alt: key });
-  showImage(img, key);
+  const img = lazyImage(element("img", null, { alt: key }), key);
   item.append(img, element("span", caption));
   return item;
 }
@@ -193,6 +207,10 @@ async function showSheets(signal) {
   $("sheet-list").replaceChildren(
     ...answer.sheets.map((sheet) => {
       const card = element("li", null, { class: sheet.status, tabindex: "0" });
+      if (sheet.overlay) {
+        const thumbnail = element("img", null, { alt: `overlay of ${sheet.source_key}`, class: "thumb" });
+        card.append(lazyImage(thumbnail, sheet.overlay));
+      }
       card.append(
         element("strong", sheet.source_key),
         element("div", sheet.reason ? `${sheet.status}: ${sheet.reason.code} - ${sheet.reason.message}`
