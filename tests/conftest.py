@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,19 @@ AWS_TEST_ENV = {
     "TESSERA_BUCKET": BUCKET,
     "POWERTOOLS_LOG_LEVEL": "WARNING",
 }
+
+
+@contextmanager
+def moto_bucket() -> Iterator[S3ObjectStore]:
+    """The test environment and an empty bucket on moto, for as long as the block lasts: for
+    fixtures wider than one test (module-scoped ones cannot take `monkeypatch`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in AWS_TEST_ENV.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            yield S3ObjectStore(bucket=BUCKET)
 
 
 @pytest.fixture

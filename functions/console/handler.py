@@ -36,6 +36,7 @@ from tessera.corrections import UnknownTile
 from tessera.errors import InvalidInput
 from tessera.registry import REPORT_STYLE
 from tessera.serving import console
+from tessera.serving.http_errors import install_error_handlers
 from tessera.storage.s3 import S3ObjectStore
 
 logger = Logger(service="console")
@@ -66,43 +67,7 @@ def _store() -> S3ObjectStore:
     return S3ObjectStore(bucket=FunctionSettings.from_env().bucket)
 
 
-def _error(status: HTTPStatus, code: str, message: str) -> Response[str]:
-    if status < HTTPStatus.INTERNAL_SERVER_ERROR:
-        logger.info("request refused", extra={"status": int(status), "code": code})
-    return Response(
-        status_code=status,
-        content_type="application/json",
-        body=json.dumps({"error": {"code": code, "message": message}}),
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
-
-
-@app.exception_handler(UnknownTile)  # type: ignore[untyped-decorator]
-def _not_found(error: UnknownTile) -> Response[str]:
-    return _error(HTTPStatus.NOT_FOUND, error.code, error.message)
-
-
-@app.exception_handler(InvalidInput)  # type: ignore[untyped-decorator]
-def _invalid(error: InvalidInput) -> Response[str]:
-    return _error(HTTPStatus.BAD_REQUEST, error.code, error.message)
-
-
-@app.not_found
-def _no_route(_error_: Exception) -> Response[str]:
-    event = app.current_event
-    return _error(
-        HTTPStatus.NOT_FOUND, "no_such_route", f"there is no {event.http_method} {event.path}"
-    )
-
-
-@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def _internal(error: Exception) -> Response[str]:
-    logger.exception("unhandled error")
-    return _error(
-        HTTPStatus.INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "the function failed; the request id is in the logs",
-    )
+install_error_handlers(app, logger, not_found={UnknownTile: None})
 
 
 def _query(name: str, *, required: bool = True) -> str:
@@ -131,7 +96,7 @@ def _author() -> str:
 def _static(name: str) -> Response[str]:
     path = STATIC / name
     if path.suffix not in _STATIC_TYPES or not path.is_file() or path.parent != STATIC:
-        return _error(HTTPStatus.NOT_FOUND, "no_such_route", f"there is no /console/{name}")
+        raise console.NotFound("no_such_route", f"there is no /console/{name}")
     return Response(
         status_code=HTTPStatus.OK,
         content_type=_STATIC_TYPES[path.suffix],

@@ -10,20 +10,17 @@ The API is described in docs/openapi.yaml; every client mistake is a 4xx with a 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import OrderedDict
-from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tessera.config import FunctionSettings
-from tessera.errors import InvalidInput
 from tessera.registry import ModelRegistry
 from tessera.serving.api_input import (
     DEFAULT_SIMILAR_K,
@@ -35,6 +32,7 @@ from tessera.serving.api_input import (
     parse_request,
 )
 from tessera.serving.cache import ModelCache, ModelCatalog
+from tessera.serving.http_errors import install_error_handlers
 from tessera.serving.model import ModelNotFound, SimilarityUnavailable
 from tessera.storage.s3 import S3ObjectStore
 
@@ -53,62 +51,12 @@ def _origin() -> tuple[str, str]:
     return FunctionSettings.from_env().bucket, os.environ.get("AWS_ENDPOINT_URL", "")
 
 
-_STATUS_BY_CODE = {
-    "body_too_large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    "unsupported_media_type": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-}
-
-
-def _error(status: HTTPStatus, code: str, message: str) -> Response[str]:
-    if status < HTTPStatus.INTERNAL_SERVER_ERROR:
-        # The code and path say what went wrong; the body is never logged (it is a user's image).
-        logger.info(
-            "request refused",
-            extra={"status": int(status), "code": code, "path": app.current_event.path},
-        )
-    return Response(
-        status_code=status,
-        content_type="application/json",
-        body=json.dumps({"error": {"code": code, "message": message}}),
-    )
-
-
-@app.exception_handler(InvalidInput)  # type: ignore[untyped-decorator]
-def _invalid_input(error: InvalidInput) -> Response[str]:
-    return _error(
-        _STATUS_BY_CODE.get(error.code, HTTPStatus.BAD_REQUEST), error.code, error.message
-    )
-
-
-@app.exception_handler(ModelNotFound)  # type: ignore[untyped-decorator]
-def _model_not_found(error: ModelNotFound) -> Response[str]:
-    return _error(HTTPStatus.NOT_FOUND, "model_not_found", str(error))
-
-
-@app.exception_handler(SimilarityUnavailable)  # type: ignore[untyped-decorator]
-def _similarity_unavailable(error: SimilarityUnavailable) -> Response[str]:
-    return _error(HTTPStatus.NOT_FOUND, "similarity_unavailable", str(error))
-
-
-@app.not_found
-def _no_route(_error_: Exception) -> Response[str]:
-    event = app.current_event
-    return _error(
-        HTTPStatus.NOT_FOUND,
-        "no_such_route",
-        f"there is no {event.http_method} {event.path}; see docs/openapi.yaml",
-    )
-
-
-@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def _internal_error(error: Exception) -> Response[str]:
-    # Only our own faults get here (client input is refused above): log it, say nothing of it.
-    logger.exception("unhandled error")
-    return _error(
-        HTTPStatus.INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "the function failed; the request id is in the logs",
-    )
+install_error_handlers(
+    app,
+    logger,
+    not_found={ModelNotFound: "model_not_found", SimilarityUnavailable: "similarity_unavailable"},
+    route_hint="; see docs/openapi.yaml",
+)
 
 
 def cache_for(name: str) -> ModelCache:

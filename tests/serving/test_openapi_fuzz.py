@@ -8,44 +8,22 @@ test, and any HTTP method schemathesis tries reaches it."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from functions.inference.handler import lambda_handler
 from tessera.config import PIPELINE
-from tests.serving.conftest import Served, as_wsgi
+from tests.serving.conftest import Served
+from tests.serving.fuzzing import CONTRACT_CHECKS, RESPONSE_CHECKS, function_schema
 from tests.sheets.free_pages import font_digits, free_page
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 # POST /train is not the inference function's: API Gateway starts Step Functions directly.
 INFERENCE_PATHS = ("/health", "/models", "/predict", "/similar")
 
-schema = schemathesis.openapi.from_path(DOCUMENT)
-schema.config.generation.update(
-    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-    # Enough to keep the suite fast; TESSERA_FUZZ_EXAMPLES=1000 for a deeper run.
-    max_examples=int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "40")),
-    deterministic=True,
-    # The API key is API Gateway's to check; the function (and the local API) never see it.
-    with_security_parameters=False,
-)
-schema = schema.include(path_regex="^(" + "|".join(INFERENCE_PATHS) + ")$")  # type: ignore[assignment]
-
-
-schema.app = as_wsgi(lambda_handler, "inference")
+schema = function_schema(INFERENCE_PATHS, lambda_handler, "inference", examples=40)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +46,7 @@ def test_the_api_keeps_its_documented_contract(
     case: schemathesis.Case[Any], bucket: Served
 ) -> None:
     case.call_and_validate(
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-            negative_data_rejection,
-        ],
+        checks=CONTRACT_CHECKS,
         timeout=30,
     )
 
@@ -104,10 +76,5 @@ def test_pages_are_answered_in_the_documented_shape(
     assert response.status_code == status, response.text
     case.validate_response(
         response,
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
+        checks=RESPONSE_CHECKS,
     )

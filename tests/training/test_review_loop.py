@@ -11,10 +11,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 
 from tessera.corrections import current_corrections, tile_history
 from tessera.dataset import load_dataset
@@ -25,7 +23,7 @@ from tessera.serving import console
 from tessera.serving.model import OnnxClassifier
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.samples import Glyphs, render_sheet
-from tests.conftest import AWS_TEST_ENV, BUCKET, tile_batches_under
+from tests.conftest import BUCKET, moto_bucket, tile_batches_under
 from training.train import main as train_main
 
 pytestmark = pytest.mark.slow
@@ -52,12 +50,7 @@ def drop(store: S3ObjectStore, key: str, ink: np.ndarray, labels: list[str]) -> 
 
 @pytest.fixture(scope="module")
 def loop(digits: Glyphs) -> Iterator[dict[str, Any]]:
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
-        for name, value in AWS_TEST_ENV.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_ENDPOINT_URL", raising=False)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        store = S3ObjectStore(bucket=BUCKET)
+    with moto_bucket() as store:
         by_digit = {d: digits.ink[digits.labels == str(d)] for d in range(10)}
         for sheet in range(SHEETS + 1):
             ink = np.concatenate([by_digit[d][sheet * 10 : sheet * 10 + 10] for d in range(10)])

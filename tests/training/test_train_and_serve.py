@@ -9,10 +9,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 
 from functions.inference.handler import lambda_handler as inference_handler
 from tessera.dataset import Row, write_row
@@ -20,10 +18,9 @@ from tessera.imaging.decode import decode_image
 from tessera.imaging.normalize import normalize_tile, to_vector
 from tessera.registry import ModelRegistry
 from tessera.storage import ObjectStore
-from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.pump import lambda_context
 from tessera_dev.samples import Glyphs, render_sheet
-from tests.conftest import AWS_TEST_ENV, BUCKET, load_event
+from tests.conftest import BUCKET, load_event, moto_bucket
 from training.train import main as train_main
 
 CONTEXT = lambda_context("inference")
@@ -61,12 +58,7 @@ def call(path: str, body: Any, *, method: str = "POST", raw: str | None = None) 
 @pytest.fixture(scope="module")
 def trained(digits: Glyphs) -> Iterator[dict[str, Any]]:
     """One bucket and one trained model for the whole module: training is the slow part."""
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
-        for name, value in AWS_TEST_ENV.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_ENDPOINT_URL", raising=False)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        store = S3ObjectStore(bucket=BUCKET)
+    with moto_bucket() as store:
         fill_dataset(store, digits, "digits")
         output = io.StringIO()
         with contextlib.redirect_stdout(output):

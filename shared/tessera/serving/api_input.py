@@ -329,42 +329,38 @@ def parse_request(
     query_options = {name: value for name, value in (query or {}).items() if name in options}
     if media_type in IMAGE_CONTENT_TYPES:
         settings = query_options
-        model, version = _options(settings, options)
-        k = _int_option(settings, k_option, default_k)
-        inputs = _bool_option(settings, "inputs")
-        features, single, places = _single_image(data, max_instances=max_instances)
-        return ApiRequest(
-            features=features,
-            model=model,
-            version=version,
-            k=k,
-            single=single,
-            symbols=places,
-            inputs=inputs,
-        )
-    if media_type.startswith("image/"):
-        raise InvalidInput(
-            "unsupported_media_type",
-            f"{media_type} is not supported; send image/png, image/jpeg or application/json",
-        )
-    if not data.strip():
-        raise InvalidInput("bad_request", "the body is empty; send JSON or a PNG/JPEG image")
-    document = json_object(data)
-    body_options = {
-        name: value
-        for name, value in document.items()
-        if name not in _INPUT_FIELDS and name != "instances"
-    }
-    both = set(body_options) & set(query_options)
-    if both:
-        raise InvalidInput(
-            "bad_request", f"{sorted(both)} given in both the body and the query; give it once"
-        )
-    settings = {**query_options, **body_options}
+
+        def read() -> tuple[NDArray[np.float32], bool, list[Any] | None]:
+            return _single_image(data, max_instances=max_instances)
+    else:
+        if media_type.startswith("image/"):
+            raise InvalidInput(
+                "unsupported_media_type",
+                f"{media_type} is not supported; send image/png, image/jpeg or application/json",
+            )
+        if not data.strip():
+            raise InvalidInput("bad_request", "the body is empty; send JSON or a PNG/JPEG image")
+        document = json_object(data)
+        body_options = {
+            name: value
+            for name, value in document.items()
+            if name not in _INPUT_FIELDS and name != "instances"
+        }
+        both = set(body_options) & set(query_options)
+        if both:
+            raise InvalidInput(
+                "bad_request", f"{sorted(both)} given in both the body and the query; give it once"
+            )
+        settings = {**query_options, **body_options}
+
+        def read() -> tuple[NDArray[np.float32], bool, list[Any] | None]:
+            return _features_and_shape(document, max_instances=max_instances)
+
+    # The options are checked before the pixels are decoded.
     model, version = _options(settings, options)
     k = _int_option(settings, k_option, default_k)
     inputs = _bool_option(settings, "inputs")
-    features, single, places = _features_and_shape(document, max_instances=max_instances)
+    features, single, places = read()
     return ApiRequest(
         features=features,
         model=model,
