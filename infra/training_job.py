@@ -224,6 +224,71 @@ class Training(Construct):
                 ],
             )
 
+    def _record_failure(self, bucket: s3.IBucket, failed: sfn.Fail) -> sfn.IChainable:
+        """A job that failed on its own has written `failed` with its reason; one that was
+        killed (out of memory, a spot reclaim, the job timeout) wrote nothing past `running`.
+        The workflow reads the run's status and, unless it already says failed, writes
+        `failed` with the Batch error, so every run records an outcome. Then TrainingFailed."""
+        status_key = sfn.JsonPath.format(
+            f"{PIPELINE.prefixes.runs}{{}}/{RUN_STATUS_FILE}",
+            sfn.JsonPath.string_at("$$.Execution.Name"),
+        )
+        runs = [bucket.arn_for_objects(f"{PIPELINE.prefixes.runs}*")]
+        read = tasks.CallAwsService(
+            self,
+            "ReadFailedRun",
+            service="s3",
+            action="getObject",
+            parameters={"Bucket": bucket.bucket_name, "Key": status_key},
+            iam_action="s3:GetObject",
+            iam_resources=runs,
+            result_selector={
+                "report": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))
+            },
+            result_path="$.run",
+        )
+        record = tasks.CallAwsService(
+            self,
+            "RecordFailure",
+            service="s3",
+            action="putObject",
+            parameters={
+                "Bucket": bucket.bucket_name,
+                "Key": status_key,
+                "ContentType": "application/json",
+                "Body": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.failure")),
+            },
+            iam_action="s3:PutObject",
+            iam_resources=runs,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        describe = sfn.Pass(
+            self,
+            "DescribeFailure",
+            parameters={
+                "run_id": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "status": "failed",
+                "error": {
+                    "code": "job_ended",
+                    "message": "the training job ended without a result",
+                    "batch_error": sfn.JsonPath.string_at("$.error.Error"),
+                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                },
+                "recorded_by": "workflow",
+            },
+            result_path="$.failure",
+        )
+        # an unreadable status (none written yet) is recorded too
+        read.add_catch(describe, result_path="$.readError")
+        record.add_catch(failed, result_path="$.recordError")
+        describe.next(record).next(failed)
+        already = sfn.Condition.and_(
+            sfn.Condition.is_present("$.run.report.status"),
+            sfn.Condition.string_equals("$.run.report.status", "failed"),
+        )
+        read.next(sfn.Choice(self, "FailureRecorded").when(already, failed).otherwise(describe))
+        return read
+
     def _workflow(self, bucket: s3.IBucket) -> sfn.StateMachine:
         failed = sfn.Fail(
             self, "TrainingFailed", error_path="$.error.Error", cause_path="$.error.Cause"
@@ -257,7 +322,7 @@ class Training(Construct):
             max_attempts=3,
             backoff_rate=2,
         )
-        train.add_catch(failed, result_path="$.error")
+        train.add_catch(self._record_failure(bucket, failed), result_path="$.error")
 
         # training/train.py records each run in runs/<run id>/status.json; the run id is the
         # execution name (TESSERA_RUN_ID), so the workflow knows where to read the outcome.

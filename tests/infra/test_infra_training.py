@@ -119,17 +119,63 @@ def test_the_workflow_retries_transient_batch_errors(definition: dict[str, Any])
     assert retry["MaxAttempts"] >= 2
 
 
+def _ends_in(states: dict[str, Any], start: str, target: str) -> bool:
+    """Every path from `start` (Next, Choices, Default, Catch) ends in `target`."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        state = states[name]
+        following = [state.get("Next"), state.get("Default")]
+        following += [c["Next"] for c in state.get("Choices", []) + state.get("Catch", [])]
+        following = [f for f in following if f]
+        if not following and name != target:
+            return False
+        todo += following
+    return target in seen
+
+
 def test_every_task_reports_failure_through_the_fail_state(definition: dict[str, Any]) -> None:
     states = definition["States"]
     (fail_name,) = [name for name, s in states.items() if s["Type"] == "Fail"]
-    tasks = [s for s in states.values() if s["Type"] == "Task"]
-    assert len(tasks) == 2
-    for task in tasks:
-        assert {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": fail_name} in task[
-            "Catch"
-        ]
+    tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
+    assert len(tasks) == 4  # train, read its report, and on failure: read, record
+    for name, task in tasks.items():
+        (catch,) = task["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"], name
+        assert _ends_in(states, catch["Next"], fail_name), name
     assert states[fail_name]["ErrorPath"] == "$.error.Error"
     assert states[fail_name]["CausePath"] == "$.error.Cause"
+
+
+def test_a_job_that_dies_without_a_word_still_gets_failed_in_its_status(
+    definition: dict[str, Any],
+) -> None:
+    """Killed (out of memory, spot reclaim, timeout), the job never writes `failed`: the
+    workflow reads the run's status and writes it, unless the job already did."""
+    states = definition["States"]
+    status_key = f"States.Format('{PIPELINE.prefixes.runs}{{}}/status.json', $$.Execution.Name)"
+    (catch,) = _train_state(definition)["Catch"]
+    assert catch["ResultPath"] == "$.error"
+    read = states[catch["Next"]]
+    assert read["Resource"].endswith(":states:::aws-sdk:s3:getObject")
+    assert read["Parameters"]["Key.$"] == status_key
+    choice = states[read["Next"]]
+    (already,) = choice["Choices"]
+    assert {"Variable": "$.run.report.status", "StringEquals": "failed"} in already["And"]
+    assert states[already["Next"]]["Type"] == "Fail"
+    describe = states[choice["Default"]]
+    assert states[read["Catch"][0]["Next"]] is describe  # no status at all: recorded too
+    assert describe["Parameters"]["status"] == "failed"
+    assert describe["Parameters"]["error"]["batch_error.$"] == "$.error.Error"
+    record = states[describe["Next"]]
+    assert record["Resource"].endswith(":states:::aws-sdk:s3:putObject")
+    assert record["Parameters"]["Key.$"] == status_key
+    assert record["Parameters"]["Body.$"] == "States.JsonToString($.failure)"
+    assert states[record["Next"]]["Type"] == "Fail"
 
 
 def test_the_workflow_reads_the_run_report_and_ends_by_the_promotion_outcome(

@@ -6,14 +6,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 import numpy as np
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from PIL import Image
 
 from functions.batch_predict.handler import lambda_handler as batch_handler
 from tessera.pipeline.split import split_object
 from tessera.pipeline.vectorize import vectorize_object
 from tessera.serving.cache import ModelCache
+from tessera.sheets.overlay import overlay_key
+from tessera.storage.s3 import S3ObjectStore
+from tessera_dev.local.faults import Faults, InjectedFault
 from tessera_dev.local.pump import lambda_context
 from tessera_dev.samples import Glyphs, render_sheet
 from tests.conftest import BUCKET, batch_of, rows_under, sqs_event_for, tile_batches_under
@@ -99,3 +105,52 @@ def test_an_upside_down_sheet_is_predicted_as_given_and_said_to_be_upside_down(
     assert "warnings" not in upright
     assert [w["code"] for w in flipped["warnings"]] == ["upside_down"]
     assert len(flipped["cells"]) == 30 and all(c["label"] is not None for c in flipped["cells"])
+
+
+@pytest.mark.parametrize("crash", ["after the work", "between the JSON and the CSV"])
+def test_a_crash_after_writing_predictions_reruns_to_the_same_files_once(
+    served: Served, digits: Glyphs, crash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a sheet to predict, and a function that crashes once its message is received
+    key = "incoming/predict/digits/crashing-2x5.png"
+    served.store.put(key, render_sheet(digits.ink[:10], cols=5), content_type="image/png")
+    event = batch_of(sqs_event_for(BUCKET, key))
+    if crash == "after the work":
+        crashing = Faults(crash_after=1.0).wrap(
+            "batch_predict", batch_handler, sqs=None, queue_url=""
+        )
+        with pytest.raises(InjectedFault):
+            crashing(event, CONTEXT)
+    else:
+        real_put = S3ObjectStore.put
+
+        def put(self: S3ObjectStore, target: str, body: bytes, **kwargs: Any) -> str:
+            if target.endswith(".csv"):
+                raise ConnectionError("the function died here")
+            return real_put(self, target, body, **kwargs)
+
+        monkeypatch.setattr(S3ObjectStore, "put", put)
+        with pytest.raises(BatchProcessingError):  # the invocation fails: the message comes back
+            batch_handler(event, CONTEXT)
+        monkeypatch.undo()
+    first = outputs(served, key)
+
+    # WHEN the message comes back (SQS redelivers what was not deleted) and is handled again
+    assert batch_handler(event, CONTEXT) == {"batchItemFailures": []}
+    again = outputs(served, key)
+
+    # THEN the files are the same, at the same keys, one copy each
+    assert set(again) == {f"predictions/{key}.json", f"predictions/{key}.csv", overlay(key)}
+    for name, body in first.items():
+        assert again[name] == body, name
+
+
+def overlay(key: str) -> str:
+    return overlay_key(f"predictions/{key}.json")
+
+
+def outputs(served: Served, key: str) -> dict[str, bytes]:
+    return {
+        item.key: served.store.get(item.key).body
+        for item in served.store.list(f"predictions/{key.rsplit('.', 1)[0]}")
+    }

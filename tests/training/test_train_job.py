@@ -239,3 +239,36 @@ def test_a_searched_mlp_reports_its_candidates(store: ObjectStore, digits: Glyph
     } | {"hidden_layer_sizes": list(metrics["search"]["best_params"]["hidden_layer_sizes"])}
     report = store.get(f"models/digits/{result['version']}/report.html").body.decode()
     assert "Search: halving" in report
+
+
+class Killed(BaseException):
+    """The process dying mid-write: not an Exception, so nothing in the job handles it."""
+
+
+def test_a_job_killed_while_publishing_leaves_no_visible_version_and_the_champion(
+    store: ObjectStore, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a champion, and a second run that dies just before its model file is written,
+    # every other artefact of its version already in the bucket
+    registry = ModelRegistry(store, "digits")
+    champion, versions = registry.champion(), registry.versions()
+    real_put = ModelRegistry.put_artifact
+
+    def dying(self: ModelRegistry, version: str, filename: str, *args: Any) -> str:
+        if filename == "model.onnx":
+            raise Killed
+        return real_put(self, version, filename, *args)
+
+    monkeypatch.setattr(ModelRegistry, "put_artifact", dying)
+    with pytest.raises(Killed):
+        train("--dataset", "digits", "--run-id", "killed", "--epochs", "5")
+    monkeypatch.undo()
+    # THEN its half-written folder is there but is no version: not listed, not servable
+    written = {i.key.split("/")[2] for i in store.list("models/digits/")} - set(versions)
+    assert any(v.startswith("2") for v in written)  # the metrics and report of the dead run
+    assert registry.versions() == versions
+    assert registry.champion() == champion
+    assert status(store, "killed")["status"] == "running"  # the workflow records the end
+    # AND the next run is whole again
+    code, _ = train("--dataset", "digits", "--run-id", "after", "--epochs", "5")
+    assert code == 0 and len(registry.versions()) == len(versions) + 1

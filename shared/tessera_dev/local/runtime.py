@@ -243,24 +243,58 @@ class LocalRuntime:
         extra_args: list[str] | None = None,
     ) -> dict[str, Any]:
         """Run the training entry point as a local process, as the container would run."""
-        command = [sys.executable, "-m", "training.train"]
+        run_id = run_id or local_run_id()
+        return self.finish_training(
+            self.start_training(datasets, run_id=run_id, extra_args=extra_args), run_id
+        )
+
+    def start_training(
+        self, datasets: list[str], *, run_id: str, extra_args: list[str] | None = None
+    ) -> subprocess.Popen[str]:
+        """The training process, started: `finish_training` waits for it and records its end."""
+        command = [sys.executable, "-m", "training.train", "--run-id", run_id]
         for name in datasets:
             command += ["--dataset", name]
-        if run_id is not None:
-            command += ["--run-id", run_id]
         command += extra_args or []
-        completed = subprocess.run(
+        return subprocess.Popen(
             command,
             env={**os.environ, **self.env()},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
         )
-        lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+
+    def finish_training(self, process: subprocess.Popen[str], run_id: str) -> dict[str, Any]:
+        """Wait for the job; a job that died without saying so (killed, out of memory) gets
+        `failed` in its status.json, as the deployed workflow's RecordFailure state writes it,
+        so every started run records an outcome."""
+        stdout, stderr = process.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
         result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
-        result.setdefault("status", "succeeded" if completed.returncode == 0 else "failed")
-        if completed.returncode != 0:
-            result.setdefault("error", completed.stderr[-2000:])
+        result.setdefault("status", "succeeded" if process.returncode == 0 else "failed")
+        if process.returncode != 0:
+            result.setdefault("error", stderr[-2000:])
+            store = S3ObjectStore(bucket=self.bucket, client=self.client("s3"))
+            key = f"{PIPELINE.prefixes.runs}{run_id}/status.json"
+            recorded = store.get_json(key)
+            if not isinstance(recorded, dict) or recorded.get("status") != "failed":
+                cause = (
+                    f"killed by signal {-process.returncode}"
+                    if process.returncode < 0
+                    else f"exit code {process.returncode}"
+                )
+                store.put_json(
+                    key,
+                    {
+                        "run_id": run_id,
+                        "status": "failed",
+                        "error": {
+                            "code": "job_ended",
+                            "message": f"the training job ended without a result ({cause})",
+                        },
+                        "recorded_by": "workflow",
+                    },
+                )
         return result
 
     def _train_route(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +310,7 @@ class LocalRuntime:
         if missing:
             message = f"no rows in dataset(s) {missing}: drop sheets under incoming/train/ first"
             return _json_response(404, {"error": {"code": "dataset_not_found", "message": message}})
-        execution = f"local-{uuid.uuid4().hex[:12]}"
+        execution = local_run_id()
         threading.Thread(
             target=self.train, args=(datasets,), kwargs={"run_id": execution}, daemon=True
         ).start()
@@ -285,6 +319,11 @@ class LocalRuntime:
         return _json_response(
             202, {"execution": execution, "datasets": datasets, "status_key": status_key}
         )
+
+
+def local_run_id() -> str:
+    """A run id as the deployed workflow's execution names are: unique, and safe in a key."""
+    return f"local-{uuid.uuid4().hex[:12]}"
 
 
 def _json_response(status: int, body: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""A training job killed mid-run, on the local runtime as the container runs (a process): the run
+says failed (the runtime records it as the deployed workflow's RecordFailure state does), the
+champion and the list of versions are untouched, and the next run goes through."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tessera.registry import ModelRegistry
+from tessera.storage.s3 import S3ObjectStore
+from tessera_dev.local.runtime import LocalRuntime, local_run_id
+from tessera_dev.samples import Glyphs, render_sheet
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def runtime(digits: Glyphs) -> Iterator[tuple[LocalRuntime, S3ObjectStore]]:
+    with LocalRuntime(bucket="tessera-kill") as runtime:
+        s3 = runtime.client("s3")
+        for sheet in range(2):
+            ink = np.concatenate(
+                [
+                    digits.ink[digits.labels == str(d)][sheet * 10 : sheet * 10 + 10]
+                    for d in range(10)
+                ]
+            )
+            s3.put_object(
+                Bucket=runtime.bucket,
+                Key=f"incoming/train/digits/sheet-{sheet}.png",
+                Body=render_sheet(ink, cols=10),
+                Metadata={"grid": "10x10", "row-labels": " ".join(str(d) for d in range(10))},
+            )
+        assert runtime.wait_until_idle(timeout=120)
+        assert runtime.train(["digits"])["status"] == "succeeded"
+        yield runtime, S3ObjectStore(bucket=runtime.bucket, client=s3)
+
+
+def run_status(store: S3ObjectStore, run_id: str) -> dict[str, Any] | None:
+    found = store.get_json(f"runs/{run_id}/status.json")
+    return found if isinstance(found, dict) else None
+
+
+def test_a_training_job_killed_mid_run_says_failed_and_changes_nothing(
+    runtime: tuple[LocalRuntime, S3ObjectStore],
+) -> None:
+    local, store = runtime
+    registry = ModelRegistry(store, "digits")
+    champion, versions = registry.champion(), registry.versions()
+    # GIVEN a run that has started (its status says running)
+    run_id = local_run_id()
+    process = local.start_training(["digits"], run_id=run_id)
+    deadline = time.monotonic() + 120
+    while (run_status(store, run_id) or {}).get("status") != "running":
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    # WHEN it is killed (SIGKILL: no handler runs, as for an out-of-memory kill)
+    process.kill()
+    result = local.finish_training(process, run_id)
+    # THEN the run says failed, and why
+    assert result["status"] == "failed"
+    recorded = run_status(store, run_id)
+    assert recorded is not None and recorded["status"] == "failed"
+    assert recorded["error"]["code"] == "job_ended" and "signal 9" in recorded["error"]["message"]
+    # AND nothing of the model registry moved
+    assert registry.champion() == champion
+    assert registry.versions() == versions
+    # AND the next run goes through
+    again = local.train(["digits"])
+    assert again["status"] == "succeeded"
+    assert len(registry.versions()) == len(versions) + 1
+
+
+def test_a_job_that_fails_on_its_own_keeps_its_own_reason(
+    runtime: tuple[LocalRuntime, S3ObjectStore],
+) -> None:
+    local, store = runtime
+    run_id = local_run_id()
+    result = local.train(["nothing-here"], run_id=run_id)
+    assert result["status"] == "failed"
+    recorded = run_status(store, run_id)
+    assert recorded is not None and recorded["status"] == "failed"
+    assert recorded["error"]["code"] == "empty_dataset"  # the job's word, not overwritten
