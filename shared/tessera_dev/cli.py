@@ -55,6 +55,13 @@ def _local_up(args: argparse.Namespace) -> int:
     finally:
         client.LOCAL_STATE.unlink(missing_ok=True)
         runtime.stop()  # the last snapshot, on Ctrl-C and SIGTERM alike
+    if runtime.unsaved_on_stop:
+        print(
+            f"tessera: data directory {args.data_dir}: {len(runtime.unsaved_on_stop)} object(s) "
+            "could not be saved (is it full?); they are lost",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,60 @@ def test_no_snapshot_before_a_whole_restore(tmp_path: Path) -> None:
     mirror = BucketMirror(tmp_path, BUCKET)
     with pytest.raises(RuntimeError, match="not restored"):
         mirror.snapshot(s3=None, bucket=BUCKET)
+
+
+def _no_space(path: Path, _data: bytes) -> None:
+    raise OSError(28, "No space left on device", str(path))
+
+
+def _wait_until(condition: Any, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@runtime_test
+def test_a_disk_that_fills_up_while_running_loses_nothing_once_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    first = LocalRuntime(bucket=BUCKET, data_dir=data_dir, snapshot_seconds=0.1).start()
+    mirror = first._mirror
+    assert mirror is not None
+    try:
+        s3 = first.client("s3")
+        s3.put_object(Bucket=BUCKET, Key="before.txt", Body=b"saved")
+        assert _wait_until(lambda: "before.txt" in mirror.on_disk)
+        # WHEN the disk is full, a write is still acknowledged and readable
+        monkeypatch.setattr(persistence, "_write_atomically", _no_space)
+        s3.put_object(Bucket=BUCKET, Key="during.txt", Body=b"acknowledged")
+        assert _wait_until(lambda: "No space left" in caplog.text)
+        assert s3.get_object(Bucket=BUCKET, Key="during.txt")["Body"].read() == b"acknowledged"
+        assert caplog.text.count("No space left") == 1  # said once, not every interval
+        # AND once there is room again the next snapshot catches up
+        monkeypatch.undo()
+        assert _wait_until(lambda: "during.txt" in mirror.on_disk)
+    finally:
+        first.stop()
+    assert first.unsaved_on_stop == []
+    second = restart(data_dir)
+    try:
+        body = second.client("s3").get_object(Bucket=BUCKET, Key="during.txt")["Body"].read()
+        assert body == b"acknowledged"
+    finally:
+        second.stop()
+
+
+@runtime_test
+def test_stopping_on_a_full_disk_names_what_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = LocalRuntime(bucket=BUCKET, data_dir=tmp_path / "data", snapshot_seconds=60).start()
+    runtime.client("s3").put_object(Bucket=BUCKET, Key="late.txt", Body=b"not yet on disk")
+    monkeypatch.setattr(persistence, "_write_atomically", _no_space)
+    runtime.stop()
+    assert runtime.unsaved_on_stop == ["late.txt"]
+    assert "1 object(s) are not on disk" in caplog.text and "late.txt" in caplog.text

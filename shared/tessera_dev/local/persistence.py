@@ -174,6 +174,10 @@ class BucketMirror:
                 changed += 1
             return changed
 
+    def unsaved(self, s3: Any, bucket: str) -> list[str]:
+        """The bucket's keys whose current version is not on disk."""
+        return sorted(k for k, etag in _listing(s3, bucket).items() if self.on_disk.get(k) != etag)
+
     def _save(self, s3: Any, bucket: str, key: str) -> bool:
         try:
             got = s3.get_object(Bucket=bucket, Key=key)
@@ -269,9 +273,21 @@ class Snapshotter(threading.Thread):
                 self._last_failure = str(error)
 
 
-def snapshot_on_stop(mirror: BucketMirror, s3: Any, bucket: str) -> None:
-    """The last snapshot, when the runtime stops: logged, not raised, if it fails."""
+def snapshot_on_stop(mirror: BucketMirror, s3: Any, bucket: str) -> list[str]:
+    """The last snapshot, when the runtime stops. If it fails (the disk is full), the keys that
+    are not on disk, which this process's exit loses, are logged and returned: never silent."""
     try:
         mirror.snapshot(s3, bucket)
-    except Exception:
-        log.exception("the final snapshot to %s failed", mirror.root)
+        return []
+    except Exception as error:
+        unsaved = mirror.unsaved(s3, bucket)
+        shown = ", ".join(unsaved[:5]) + (", ..." if len(unsaved) > 5 else "")
+        log.error(
+            "the final snapshot to %s failed (%s): %d object(s) are not on disk and are lost "
+            "when this process exits: %s",
+            mirror.root,
+            error,
+            len(unsaved),
+            shown,
+        )
+        return unsaved

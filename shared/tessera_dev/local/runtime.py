@@ -77,6 +77,8 @@ class LocalRuntime:
     _mirror: BucketMirror | None = None
     _snapshotter: Snapshotter | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
+    # After stop(): the keys the last snapshot could not write to the data directory.
+    unsaved_on_stop: list[str] = field(default_factory=list)
 
     @property
     def aws_endpoint(self) -> str:
@@ -183,7 +185,7 @@ class LocalRuntime:
             self._snapshotter.stop()
             self._snapshotter.join(timeout=30)
         if self._mirror is not None and self._mirror.is_open:
-            snapshot_on_stop(self._mirror, self.client("s3"), self.bucket)
+            self.unsaved_on_stop = snapshot_on_stop(self._mirror, self.client("s3"), self.bucket)
             self._mirror.close()
 
     def __enter__(self) -> LocalRuntime:
