@@ -20,6 +20,7 @@ from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.checkov import skip
@@ -40,7 +41,7 @@ class Console(Construct):
         *,
         api: apigw.RestApi,
         inference: lambda_.IFunction,
-        start_training: apigw.Integration,
+        training_workflow: sfn.IStateMachine,
         train_model: apigw.IModel,
         json_model: apigw.IModel,
         validator: apigw.IRequestValidator,
@@ -103,9 +104,13 @@ class Console(Construct):
                 **environment,
                 Env.CONSOLE_AUTH_DOMAIN: self.domain.base_url(),
                 Env.CONSOLE_CLIENT_ID: self.client.user_pool_client_id,
+                Env.TRAINING_STATE_MACHINE: training_workflow.state_machine_arn,
             },
             bundle_dependencies=bundle_dependencies,
         )
+        # POST /train (and the page's /console/train) is checked here, then starts this one
+        # workflow: the dataset must have rows, so a typo is a 404, not a failed two-hour run.
+        training_workflow.grant_start_execution(self.function.role)
         authorizer = apigw.CognitoUserPoolsAuthorizer(
             self, "Authorizer", cognito_user_pools=[self.user_pool]
         )
@@ -129,12 +134,9 @@ class Console(Construct):
             elif route.function == "train":
                 resource.add_method(
                     route.method,
-                    start_training,
+                    console,
                     request_validator=validator,
                     request_models={"application/json": train_model},
-                    method_responses=[
-                        apigw.MethodResponse(status_code=status) for status in ("200", "400", "500")
-                    ],
                     **signed_in,
                 )
             else:

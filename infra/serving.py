@@ -8,7 +8,6 @@ from typing import Any
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
@@ -43,8 +42,9 @@ WAF_REQUESTS_PER_5_MINUTES_PER_IP = 2_000
 class Serving(Construct):
     """`PIPELINE.routes` on one REST API stage; every method needs an API key.
 
-    `POST /train` starts the training workflow directly (API Gateway -> StartExecution, no code);
-    every other route is proxied to the inference function. Request validation rejects malformed
+    `POST /train` goes to the console function, which checks the request (a dataset without rows
+    is a 404) and starts the training workflow; every other route is proxied to the inference
+    function. Request validation rejects malformed
     JSON before any function runs; image bodies are validated by the function (size, pixels).
     """
 
@@ -151,8 +151,23 @@ class Serving(Construct):
         self.web_acl = self._web_acl() if waf else None
 
         proxy = apigw.LambdaIntegration(self.inference.function, proxy=True)
-        start_training = self._start_execution_integration(training_workflow)
         train_model = self._train_request_model()
+        self.console = Console(
+            self,
+            "Console",
+            api=self.api,
+            inference=self.inference.function,
+            training_workflow=training_workflow,
+            train_model=train_model,
+            json_model=self._json_body_model(),
+            validator=self.validator,
+            stage=STAGE_NAME,
+            environment=environment,
+            bundle_dependencies=bundle_dependencies,
+        )
+        # POST /train: the console function checks the request (the dataset has rows) and
+        # starts the workflow; no code path of the inference function can start a run.
+        start_training = apigw.LambdaIntegration(self.console.function.function, proxy=True)
         for route in PIPELINE.routes:
             resource = self.api.root.resource_for_path(route.path)
             if route == TRAIN_ROUTE:
@@ -166,9 +181,6 @@ class Serving(Construct):
                     api_key_required=False,
                     request_validator=self.validator,
                     request_models={"application/json": train_model},
-                    method_responses=[
-                        apigw.MethodResponse(status_code=status) for status in ("200", "400", "500")
-                    ],
                 )
             elif route.method == "POST":
                 resource.add_method(
@@ -179,20 +191,6 @@ class Serving(Construct):
                 )
             else:
                 resource.add_method(route.method, proxy)
-
-        self.console = Console(
-            self,
-            "Console",
-            api=self.api,
-            inference=self.inference.function,
-            start_training=start_training,
-            train_model=train_model,
-            json_model=self._json_body_model(),
-            validator=self.validator,
-            stage=STAGE_NAME,
-            environment=environment,
-            bundle_dependencies=bundle_dependencies,
-        )
 
         for rule, reason in (
             (
@@ -227,46 +225,6 @@ class Serving(Construct):
                 reason="The account-level role API Gateway uses to write execution logs; the "
                 "AWS-managed policy is the documented way to grant it.",
             )
-        )
-
-    def _start_execution_integration(self, workflow: sfn.IStateMachine) -> apigw.AwsIntegration:
-        role = iam.Role(
-            self,
-            "StartTrainingRole",
-            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
-            description="Lets POST /train start the training workflow and nothing else",
-        )
-        workflow.grant_start_execution(role)
-        # The validated body ({"dataset": ...}) becomes the execution input as it is.
-        request_template = json.dumps(
-            {
-                "stateMachineArn": workflow.state_machine_arn,
-                "input": "$util.escapeJavaScript($input.json('$'))",
-            }
-        )
-        return apigw.AwsIntegration(
-            service="states",
-            action="StartExecution",
-            options=apigw.IntegrationOptions(
-                credentials_role=role,
-                passthrough_behavior=apigw.PassthroughBehavior.NEVER,
-                request_templates={"application/json": request_template},
-                integration_responses=[
-                    apigw.IntegrationResponse(
-                        status_code="200",
-                        response_templates={
-                            "application/json": json.dumps(
-                                {
-                                    "executionArn": "$input.path('$.executionArn')",
-                                    "startDate": "$input.path('$.startDate')",
-                                }
-                            )
-                        },
-                    ),
-                    apigw.IntegrationResponse(status_code="400", selection_pattern="4\\d{2}"),
-                    apigw.IntegrationResponse(status_code="500", selection_pattern="5\\d{2}"),
-                ],
-            ),
         )
 
     def _train_request_model(self) -> apigw.Model:

@@ -10,7 +10,8 @@
     POST /corrections                {"dataset", "tile", "label" | "exclude": true | "undo": true}
     GET  /models/{name}              versions, figures, report links, champion history
     POST /models/{name}/champion     {"version": ...}: roll back or forward
-    GET  /runs/{run_id}              a training run's status (POST /train starts one)
+    POST /train, /console/train      {"dataset": NAME}: checked, then the training workflow starts
+    GET  /runs/{run_id}              a training run's status
 
 Its role reads what the console shows and writes only corrections and the champion pointer;
 the internet-facing inference function stays read-only. Deployed, every data route needs a
@@ -27,6 +28,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -182,6 +184,30 @@ def champion(name: str) -> dict[str, Any]:
     if not isinstance(body, dict) or set(body) != {"version"}:
         raise InvalidInput("bad_request", 'the body is {"version": "<version>"}')
     return console.set_champion(_store(), name, body["version"], set_by=_author())
+
+
+@app.post("/train")
+@app.post("/console/train")  # the same, for the signed-in console
+def train() -> Response[str]:
+    state_machine = os.environ.get(Env.TRAINING_STATE_MACHINE)
+    if not state_machine:
+        raise RuntimeError(f"{Env.TRAINING_STATE_MACHINE} is not set: the stack sets it")
+    answer = console.start_training(
+        _store(), _stepfunctions(), state_machine, app.current_event.body
+    )
+    return Response(
+        status_code=HTTPStatus.ACCEPTED, content_type="application/json", body=json.dumps(answer)
+    )
+
+
+def _stepfunctions() -> Any:
+    global _STEPFUNCTIONS
+    if _STEPFUNCTIONS is None:
+        _STEPFUNCTIONS = boto3.client("stepfunctions")
+    return _STEPFUNCTIONS
+
+
+_STEPFUNCTIONS: Any = None
 
 
 @app.get("/runs/<run_id>")

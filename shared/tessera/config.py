@@ -39,6 +39,8 @@ class Env:
     # client id (unset locally: the local runtime has no sign-in).
     CONSOLE_AUTH_DOMAIN = "TESSERA_CONSOLE_AUTH_DOMAIN"
     CONSOLE_CLIENT_ID = "TESSERA_CONSOLE_CLIENT_ID"
+    # The training workflow POST /train starts (deployed; the local runtime runs a process).
+    TRAINING_STATE_MACHINE = "TESSERA_TRAINING_STATE_MACHINE"
 
 
 @dataclass(frozen=True, kw_only=True)

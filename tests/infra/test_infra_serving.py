@@ -147,23 +147,30 @@ def test_inference_routes_are_proxied_to_the_inference_function(
         assert f"<{target}.Arn>" in render(integration["Uri"]), path
 
 
-def test_post_train_starts_the_training_workflow_with_its_own_role(
+def test_post_train_is_checked_by_the_console_function_which_alone_may_start_the_workflow(
     synthesized: Synthesized,
 ) -> None:
-    # GIVEN the POST /train method
-    integration = _methods(synthesized.template)[(TRAIN_ROUTE.method, TRAIN_ROUTE.path)][
-        "Integration"
-    ]
+    # GIVEN POST /train and the console's /console/train
+    methods = _methods(synthesized.template)
+    console_id = logical_id(synthesized.stack.serving.console.function.function)
     workflow_id = logical_id(synthesized.stack.training.state_machine)
-
-    # THEN it calls states:StartExecution directly, on this state machine, as a dedicated role
-    assert integration["Type"] == "AWS"
-    assert render(integration["Uri"]).endswith(":states:action/StartExecution")
-    assert f"<{workflow_id}>" in render(integration["RequestTemplates"]["application/json"])
-    role_id = integration["Credentials"]["Fn::GetAtt"][0]
-    statements = role_statements(synthesized.template, role_id)
+    trains = [(TRAIN_ROUTE.method, TRAIN_ROUTE.path)] + [
+        (r.method, r.path) for r in PIPELINE.console_routes if r.function == "train"
+    ]
+    for route in trains:
+        # THEN each is the console function's (which checks the dataset has rows first)
+        integration = methods[route]["Integration"]
+        assert integration["Type"] == "AWS_PROXY", route
+        assert f"<{console_id}.Arn>" in render(integration["Uri"]), route
+    assert methods[trains[0]]["AuthorizationType"] == "AWS_IAM"
+    assert all(methods[route]["AuthorizationType"] == "COGNITO_USER_POOLS" for route in trains[1:])
+    # AND the function knows the workflow and may start it (this one only)
+    role_id = synthesized.stack.serving.console.function.role.node.default_child
+    statements = role_statements(synthesized.template, logical_id(role_id))
     assert resources_for_action(statements, "states:StartExecution") == {f"<{workflow_id}>"}
-    assert {s for st in statements for s in _actions(st)} == {"states:StartExecution"}
+    function = resources(synthesized.template, "AWS::Lambda::Function")[console_id]
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert render(variables["TESSERA_TRAINING_STATE_MACHINE"]) == f"<{workflow_id}>"
 
 
 def test_the_stage_logs_access_traces_and_throttles(template: Template) -> None:

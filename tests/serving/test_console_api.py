@@ -233,3 +233,47 @@ def champion_of(registry: ModelRegistry) -> str:
     pointer = registry.champion()
     assert pointer is not None
     return str(pointer["version"])
+
+
+@pytest.fixture
+def workflow(store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The training workflow, on moto's Step Functions, as the stack names it to the function."""
+    import boto3
+
+    from functions.console import handler
+
+    client = boto3.client("stepfunctions")
+    arn = client.create_state_machine(
+        name="tessera-training",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/tessera-training",
+    )["stateMachineArn"]
+    monkeypatch.setenv("TESSERA_TRAINING_STATE_MACHINE", arn)
+    monkeypatch.setattr(handler, "_STEPFUNCTIONS", None)
+    return client, arn
+
+
+@pytest.mark.parametrize("path", ["/train", "/console/train"])
+def test_train_starts_the_workflow_only_for_a_dataset_that_has_rows(
+    workflow: Any, sheet: dict[str, Any], path: str
+) -> None:
+    client, arn = workflow
+    status, answer, _ = call("POST", path, {"dataset": "digits"})
+    assert status == 202, answer
+    (execution,) = client.list_executions(stateMachineArn=arn)["executions"]
+    assert execution["name"] == answer["execution"] == answer["executionArn"].split(":")[-1]
+    described = client.describe_execution(executionArn=answer["executionArn"])
+    assert json.loads(described["input"]) == {"dataset": "digits"}
+    assert answer["status_key"] == f"runs/{answer['execution']}/status.json"
+    # refused before anything starts: no dataset, a name against the rules, nonsense bodies
+    for body, code, expected in (
+        ({"dataset": "letters"}, 404, "dataset_not_found"),
+        ({"dataset": "../../x"}, 400, "bad_request"),
+        ({"datasets": ["digits", "digits"]}, 400, "bad_request"),
+        (b"null", 400, "bad_request"),
+        (b"[" * 100_000, 413, "body_too_large"),
+    ):
+        status, refused, _ = call("POST", path, body)
+        assert (status, refused["error"]["code"]) == (code, expected), body
+        assert "NoneType" not in refused["error"]["message"]
+    assert len(client.list_executions(stateMachineArn=arn)["executions"]) == 1

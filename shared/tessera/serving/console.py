@@ -6,7 +6,10 @@ them. Every refusal is an `InvalidInput` (a 4xx), `NotFound` for what is not the
 
 from __future__ import annotations
 
+import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from tessera.config import PIPELINE
@@ -18,6 +21,7 @@ from tessera.corrections import (
     tile_history,
 )
 from tessera.dataset import (
+    ROWS,
     SHEETS,
     dataset_prefix,
     decode_rows,
@@ -27,6 +31,7 @@ from tessera.dataset import (
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name, validate_model_name
 from tessera.registry import REPORT_FILE, REVIEW_FILE, ModelRegistry, is_version
+from tessera.serving.api_input import parse_train_request
 from tessera.storage import ObjectMissing, ObjectStore
 
 MAX_REVIEW_LIMIT = 500
@@ -227,6 +232,50 @@ def set_champion(store: ObjectStore, name: str, version: str, *, set_by: str) ->
         accuracy=float(metrics.get("test_accuracy", 0.0)),
         evaluation={"set_by": set_by, **(metrics.get("evaluation") or {})},
     )
+
+
+def checked_training_request(store: ObjectStore, body: str | None) -> list[str]:
+    """POST /train's body -> the datasets to train, each checked before anything starts: a
+    name that breaks the rules is a 400, a dataset without rows a 404 `dataset_not_found`."""
+    datasets = parse_train_request(body)
+    missing = [
+        name
+        for name in datasets
+        if next(iter(store.list(dataset_prefix(name) + ROWS)), None) is None
+    ]
+    if missing:
+        raise NotFound(
+            "dataset_not_found",
+            f"no rows in dataset(s) {missing}: drop sheets under incoming/train/ first",
+        )
+    return datasets
+
+
+def _has_rows(store: ObjectStore, name: str) -> bool:
+    return next(iter(store.list(dataset_prefix(name) + ROWS)), None) is not None  # one LIST
+
+
+def start_training(
+    store: ObjectStore, stepfunctions: Any, state_machine_arn: str, body: str | None
+) -> dict[str, Any]:
+    """POST /train deployed: the checked request starts the training workflow. The execution's
+    name is the run id, so GET /runs/{name} follows it."""
+    datasets = checked_training_request(store, body)
+    if len(datasets) != 1:
+        raise InvalidInput(
+            "bad_request", "the workflow trains one dataset per run: start one run per dataset"
+        )
+    name = f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    started = stepfunctions.start_execution(
+        stateMachineArn=state_machine_arn, name=name, input=json.dumps({"dataset": datasets[0]})
+    )
+    return {
+        "execution": name,
+        "executionArn": started["executionArn"],
+        "startDate": started["startDate"].isoformat(),
+        "datasets": datasets,
+        "status_key": f"{PIPELINE.prefixes.runs}{name}/status.json",
+    }
 
 
 def run_status(store: ObjectStore, run_id: str) -> dict[str, Any]:

@@ -21,9 +21,9 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from tessera.config import PIPELINE, Env
-from tessera.dataset import ROWS, dataset_prefix
+from tessera.corrections import UnknownTile
 from tessera.errors import InvalidInput
-from tessera.serving.api_input import parse_train_request
+from tessera.serving.console import checked_training_request
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import LocalApi
 from tessera_dev.local.faults import Faults
@@ -302,16 +302,18 @@ class LocalRuntime:
     def _train_route(self, event: dict[str, Any]) -> dict[str, Any]:
         """POST /train: plays the Step Functions execution the deployed API starts. The request
         is checked before anything starts, so every accepted run records an outcome."""
-        try:
-            datasets = parse_train_request(event.get("body"))
-        except InvalidInput as error:
-            status = 413 if error.code == "body_too_large" else 400
-            return _json_response(status, {"error": error.as_dict()})
         store = S3ObjectStore(bucket=self.bucket, client=self.client("s3"))
-        missing = [name for name in datasets if not any(store.list(dataset_prefix(name) + ROWS))]
-        if missing:
-            message = f"no rows in dataset(s) {missing}: drop sheets under incoming/train/ first"
-            return _json_response(404, {"error": {"code": "dataset_not_found", "message": message}})
+        try:
+            datasets = checked_training_request(store, event.get("body"))
+        except InvalidInput as error:
+            status = (
+                404
+                if isinstance(error, UnknownTile)
+                else 413
+                if error.code == "body_too_large"
+                else 400
+            )
+            return _json_response(status, {"error": error.as_dict()})
         execution = local_run_id()
         threading.Thread(
             target=self.train, args=(datasets,), kwargs={"run_id": execution}, daemon=True
