@@ -48,3 +48,16 @@ def test_dead_lettered_sheets_are_redriven_and_processed_once_the_fault_is_fixed
     assert result["redrives"][0]["split"] == dead
     assert result["rows"] == 20
     assert "exactly one row per tile: yes" in out
+
+
+@pytest.mark.slow
+def test_a_thousand_sheets_dropped_at_once_are_all_rows_once() -> None:
+    """1,000 uploads in one burst: the queues take the backlog, every sheet is split and
+    vectorized once, and nothing is left in a DLQ (no faults: the load alone)."""
+    result = run_soak(sheets=1000, cells=2, cols=2, faults=Faults(enabled=False), timeout=900)
+    assert result["idle"]
+    assert (result["tiles"], result["rows"]) == (2000, 2000)
+    assert result["lost"] == result["duplicated"] == result["orphaned"] == 0
+    assert result["pumps"]["split"]["succeeded"] >= 1000
+    assert not any(result["dlq_before_redrive"].values())
+    assert result["exactly_once"]
