@@ -18,6 +18,7 @@ from infra.console import Console
 from infra.function import PipelineFunction
 from infra.queued import QueueFedFunction
 from tessera.config import PIPELINE, Route
+from tessera.serving.api_input import MAX_SEARCH_WORKERS
 
 STAGE_NAME = "v1"
 # Image bodies arrive base64-encoded in the proxy event only for these content types; the local
@@ -238,7 +239,12 @@ class Serving(Construct):
                 properties={
                     "dataset": apigw.JsonSchema(
                         type=apigw.JsonSchemaType.STRING, pattern=DATASET_NAME_PATTERN
-                    )
+                    ),
+                    "search_workers": apigw.JsonSchema(
+                        type=apigw.JsonSchemaType.INTEGER,
+                        minimum=2,
+                        maximum=MAX_SEARCH_WORKERS,
+                    ),
                 },
                 additional_properties=False,
             ),

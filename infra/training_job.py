@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_batch as batch
@@ -224,6 +225,42 @@ class Training(Construct):
                 ],
             )
 
+    def _submit_job(
+        self, name: str, environment: list[dict[str, str]], *, array_size: str | None = None
+    ) -> sfn.CustomState:
+        """One run of the training job definition, waited for (.sync). The Batch integration is
+        written out, not tasks.BatchSubmitJob: that construct grants SubmitJob on every job
+        definition in the account, and neither TerminateJob nor DescribeJobs, so an aborted or
+        timed-out execution would leave its job running."""
+        stack = Stack.of(self)
+        parameters: dict[str, Any] = {
+            "JobName": f"{PIPELINE.project}-{'search' if array_size else 'training'}",
+            "JobQueue": self.job_queue.job_queue_arn,
+            "JobDefinition": self.job_definition.job_definition_arn,
+            "Parameters": {"dataset.$": "$.dataset"},
+            "ContainerOverrides": {"Environment": environment},
+        }
+        if array_size is not None:
+            parameters["ArrayProperties"] = {"Size.$": array_size}
+        state = sfn.CustomState(
+            self,
+            name,
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{stack.partition}:states:::batch:submitJob.sync",
+                "Parameters": parameters,
+                "ResultSelector": {"jobId.$": "$.JobId", "status.$": "$.Status"},
+                "ResultPath": "$.searchJob" if array_size else "$.job",
+            },
+        )
+        state.add_retry(
+            errors=["Batch.AWSBatchException", "Batch.ServerException"],
+            interval=Duration.seconds(30),
+            max_attempts=3,
+            backoff_rate=2,
+        )
+        return state
+
     def _record_failure(self, bucket: s3.IBucket, failed: sfn.Fail) -> sfn.IChainable:
         """A job that failed on its own has written `failed` with its reason; one that was
         killed (out of memory, a spot reclaim, the job timeout) wrote nothing past `running`.
@@ -293,36 +330,34 @@ class Training(Construct):
         failed = sfn.Fail(
             self, "TrainingFailed", error_path="$.error.Error", cause_path="$.error.Cause"
         )
-        # The Batch .sync integration written out, not tasks.BatchSubmitJob: that construct
-        # grants SubmitJob on every job definition in the account, and neither TerminateJob nor
-        # DescribeJobs, so an aborted or timed-out execution would leave its job running.
-        stack = Stack.of(self)
-        train = sfn.CustomState(
-            self,
-            "TrainAndPromote",
-            state_json={
-                "Type": "Task",
-                "Resource": f"arn:{stack.partition}:states:::batch:submitJob.sync",
-                "Parameters": {
-                    "JobName": f"{PIPELINE.project}-training",
-                    "JobQueue": self.job_queue.job_queue_arn,
-                    "JobDefinition": self.job_definition.job_definition_arn,
-                    "Parameters": {"dataset.$": "$.dataset"},
-                    "ContainerOverrides": {
-                        "Environment": [{"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"}]
-                    },
-                },
-                "ResultSelector": {"jobId.$": "$.JobId", "status.$": "$.Status"},
-                "ResultPath": "$.job",
-            },
+        record_failure = self._record_failure(bucket, failed)
+        train = self._submit_job(
+            "TrainAndPromote", [{"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"}]
         )
-        train.add_retry(
-            errors=["Batch.AWSBatchException", "Batch.ServerException"],
-            interval=Duration.seconds(30),
-            max_attempts=3,
-            backoff_rate=2,
+        train.add_catch(record_failure, result_path="$.error")
+        # With "search_workers": N, the exhaustive search fans out first: an array job of N
+        # children of the same image and entry point, each scoring its slice of the grid into
+        # runs/<execution name>/search/ (training.fanout); then the job gathers and trains.
+        fan_out = self._submit_job(
+            "SearchFanOut",
+            [
+                {"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"},
+                {"Name": Env.SEARCH, "Value": "exhaustive"},
+                {"Name": Env.SEARCH_SHARD, "Value.$": "States.Format('-/{}', $.search_workers)"},
+            ],
+            array_size="$.search_workers",
         )
-        train.add_catch(self._record_failure(bucket, failed), result_path="$.error")
+        fan_out.add_catch(record_failure, result_path="$.error")
+        train_searched = self._submit_job(
+            "TrainSearched",
+            [
+                {"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"},
+                {"Name": Env.SEARCH, "Value": "exhaustive"},
+                {"Name": Env.SEARCH_SHARDS, "Value.$": "States.Format('{}', $.search_workers)"},
+            ],
+        )
+        train_searched.add_catch(record_failure, result_path="$.error")
+        fan_out.next(train_searched)
 
         # training/train.py records each run in runs/<run id>/status.json; the run id is the
         # execution name (TESSERA_RUN_ID), so the workflow knows where to read the outcome.
@@ -358,10 +393,15 @@ class Training(Construct):
             "UseDefaultDataset",
             result=sfn.Result.from_object({"dataset": PIPELINE.default_dataset}),
         )
+        search_wanted = (
+            sfn.Choice(self, "SearchWanted")
+            .when(sfn.Condition.is_present("$.search_workers"), fan_out)
+            .otherwise(train)
+        )
         definition = (
             sfn.Choice(self, "DatasetGiven")
-            .when(sfn.Condition.is_present("$.dataset"), train)
-            .otherwise(use_default.next(train))
+            .when(sfn.Condition.is_present("$.dataset"), search_wanted)
+            .otherwise(use_default.next(search_wanted))
         )
         outcome = (
             sfn.Choice(self, "Promoted")
@@ -372,6 +412,7 @@ class Training(Construct):
             .otherwise(sfn.Succeed(self, "ChampionKept", comment="the champion was more accurate"))
         )
         train.next(read_report).next(outcome)
+        train_searched.next(read_report)
 
         logs_group = logs.LogGroup(
             self,

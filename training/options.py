@@ -36,6 +36,12 @@ class TrainOptions:
     family: str = "mlp"
     search: str = "none"
     search_rows: int = 10_000
+    search_grid: str = "reference"
+    # The exhaustive search fanned out (training.fanout): workers this job starts as local
+    # processes, or shards an array job already scored, or this process is one worker (i/N).
+    search_workers: int = 0
+    search_shards: int = 0
+    search_shard: str | None = None
     epochs: int | None = None
     jobs: int = 2
     test_size: float = 0.2
@@ -96,6 +102,33 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         help="MLP hyper-parameter search over the reference grid (default: none)",
     )
     parser.add_argument("--search-rows", type=int, default=int(env(Env.SEARCH_ROWS, "10000")))
+    parser.add_argument(
+        "--search-grid",
+        default="reference",
+        choices=["reference", "quick"],
+        help="the reference notebook's 144 candidates, or 4 for a smoke test",
+    )
+    parser.add_argument(
+        "--search-workers",
+        type=int,
+        default=0,
+        help="exhaustive search: score the grid in this many local worker processes "
+        "(default 0: in this process, GridSearchCV)",
+    )
+    parser.add_argument(
+        "--search-shards",
+        type=int,
+        default=int(env(Env.SEARCH_SHARDS, "0")),
+        help="exhaustive search: gather the scores of this many workers that already ran "
+        "(the workflow's array job)",
+    )
+    parser.add_argument(
+        "--search-shard",
+        metavar="I/N",
+        default=env(Env.SEARCH_SHARD) or None,
+        help="be worker I of N: score that slice of the grid, write it under runs/<id>/search/ "
+        "and stop (-/N: I from AWS_BATCH_JOB_ARRAY_INDEX)",
+    )
     parser.add_argument("--epochs", type=int, help="override the family's epoch budget")
     parser.add_argument("--jobs", type=int, default=int(env(Env.JOBS, "2")))
     parser.add_argument("--test-size", type=float, default=0.2)
@@ -107,6 +140,19 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         help="rank suspected label errors and unsure tiles into each version's review.json",
     )
     args = parser.parse_args(argv)
+    fanned = args.search_workers > 0 or args.search_shards > 0 or args.search_shard
+    if fanned and args.search != "exhaustive":
+        parser.error(
+            "--search-workers, --search-shards and --search-shard go with --search exhaustive"
+        )
+    if args.search_workers < 0 or args.search_shards < 0:
+        parser.error("--search-workers and --search-shards are counts (0: not fanned out)")
+    if args.search_workers and args.search_shards:
+        parser.error("--search-workers starts workers, --search-shards gathers theirs: not both")
+    if (args.search_shard or args.search_shards) and not args.run_id:
+        parser.error(
+            "a fanned-out search needs --run-id (or TESSERA_RUN_ID): its shards live there"
+        )
     if not args.bucket:
         parser.error("no bucket: pass --bucket or set TESSERA_BUCKET")
     if not (args.dataset or args.csv or args.mnist or args.mnist_download):

@@ -32,6 +32,7 @@ from tessera.names import validate_dataset_name, validate_model_name
 from tessera.registry import REVIEW_FILE, ModelRegistry
 from tessera.storage import ObjectStore
 from tessera.storage.s3 import S3ObjectStore
+from training import fanout
 from training.candidates import Candidate, accuracy_of, train_family
 from training.card import run_context
 from training.data import TrainingData, download_mnist, load_training_data
@@ -98,7 +99,9 @@ def review_versions(
     return summary
 
 
-def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any]:
+def run(
+    options: TrainOptions, store: ObjectStore, run_id: str, argv: list[str] | None = None
+) -> dict[str, Any]:
     started = time.perf_counter()
     names = [validate_dataset_name(name) for name in options.dataset]
     model_name = validate_model_name(options.model_name or (names[0] if names else "mnist"))
@@ -137,7 +140,37 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
         search_rows=options.search_rows,
         jobs=options.jobs,
         base=base,
+        search_grid=options.search_grid,
     )
+    if options.search_shard:  # one worker of a fanned-out search: score a slice, then stop
+        index, count = fanout.parse_shard(options.search_shard)
+        shard_started = time.perf_counter()
+        rows, scores = fanout.score_shard(train.features(), train.y, index, count, fit_options)
+        key = fanout.write_shard(
+            store,
+            run_id,
+            index,
+            count,
+            fingerprint=train.fingerprint,
+            rows=rows,
+            scores=scores,
+            seconds=time.perf_counter() - shard_started,
+        )
+        return {"search_shard": key, "candidates": len(scores), "rows": rows}
+    workers = options.search_workers or options.search_shards
+    if workers:
+
+        def runner(_x: Any, _y: Any) -> Any:
+            return fanout.fanned_out(
+                store,
+                run_id,
+                argv=argv if options.search_workers else None,
+                count=workers,
+                fingerprint=train.fingerprint,
+                grid=options.search_grid,
+            )
+
+        fit_options.search_runner = runner
     families = list(FAMILIES) if options.family == "all" else [options.family]
     if options.family == "all" and base is not None:
         families.append(TRANSFER)
@@ -197,7 +230,10 @@ def run(options: TrainOptions, store: ObjectStore, run_id: str) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(argv)
+    if options.search_shard:
+        return _worker(options, argv)
     run_id = options.run_id or run_id_now()
     store = S3ObjectStore(bucket=options.bucket)
     started_at = datetime.now(UTC).isoformat()
@@ -205,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     failure: dict[str, str] | None = None
     try:
         write_status(store, run_id, {**base, "status": "running"})
-        summary = run(options, store, run_id)
+        summary = run(options, store, run_id, argv)
     except CodedError as error:  # TrainingError, or input refused (an invalid name)
         failure = error.as_dict()
     except ValueError as error:
@@ -241,6 +277,19 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(json.dumps({"status": "succeeded", "run_id": run_id, **summary}, default=str), flush=True)
+    return 0
+
+
+def _worker(options: TrainOptions, argv: list[str]) -> int:
+    """A search worker: its shard is its outcome; the run's status is the job's to write."""
+    assert options.run_id
+    try:
+        summary = run(options, S3ObjectStore(bucket=options.bucket), options.run_id, argv)
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        print(json.dumps({"status": "failed", "error": f"{type(error).__name__}: {error}"}))
+        return 1
+    print(json.dumps({"status": "succeeded", **summary}), flush=True)
     return 0
 
 

@@ -208,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--queue", help="split, vectorize or batch_predict (default: all)")
 
     for name, about in (
-        ("bench", "measure: tessera bench training|inference|sheets|loading|soak|ingest [options]"),
+        (
+            "bench",
+            "measure: tessera bench training|inference|sheets|loading|soak|ingest|search [options]",
+        ),
         ("eval", "evaluate: tessera eval sheets [options]"),
     ):
         command = commands.add_parser(name, help=about, add_help=False)

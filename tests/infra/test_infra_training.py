@@ -30,13 +30,9 @@ def definition(template: Template) -> dict[str, Any]:
 
 
 def _train_state(definition: dict[str, Any]) -> dict[str, Any]:
-    (state,) = [
-        s
-        for s in definition["States"].values()
-        if s.get("Resource", "").endswith(":states:::batch:submitJob.sync")
-    ]
-    found: dict[str, Any] = state
-    return found
+    state: dict[str, Any] = definition["States"]["TrainAndPromote"]
+    assert state["Resource"].endswith(":states:::batch:submitJob.sync")
+    return state
 
 
 def test_jobs_run_on_fargate_with_their_own_role(synthesized: Synthesized) -> None:
@@ -142,13 +138,40 @@ def test_every_task_reports_failure_through_the_fail_state(definition: dict[str,
     states = definition["States"]
     (fail_name,) = [name for name, s in states.items() if s["Type"] == "Fail"]
     tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
-    assert len(tasks) == 4  # train, read its report, and on failure: read, record
+    # train (or fan the search out, then train), read its report; on failure: read, record
+    assert len(tasks) == 6
     for name, task in tasks.items():
         (catch,) = task["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"], name
         assert _ends_in(states, catch["Next"], fail_name), name
     assert states[fail_name]["ErrorPath"] == "$.error.Error"
     assert states[fail_name]["CausePath"] == "$.error.Cause"
+
+
+def test_a_search_fans_out_as_an_array_job_of_the_same_image_then_the_job_gathers(
+    definition: dict[str, Any],
+) -> None:
+    states = definition["States"]
+    choice = states["SearchWanted"]
+    (wanted,) = choice["Choices"]
+    assert wanted == {"Variable": "$.search_workers", "IsPresent": True, "Next": "SearchFanOut"}
+    assert choice["Default"] == "TrainAndPromote"
+    fan_out, train = states["SearchFanOut"], states["TrainSearched"]
+    job_definition = _train_state(definition)["Parameters"]["JobDefinition"]
+    for state in (fan_out, train):
+        assert state["Resource"].endswith(":states:::batch:submitJob.sync")
+        assert state["Parameters"]["JobDefinition"] == job_definition  # the same image
+    assert fan_out["Parameters"]["ArrayProperties"] == {"Size.$": "$.search_workers"}
+    assert "ArrayProperties" not in train["Parameters"]
+    children = {e["Name"]: e for e in fan_out["Parameters"]["ContainerOverrides"]["Environment"]}
+    assert children["TESSERA_SEARCH_SHARD"]["Value.$"] == (
+        "States.Format('-/{}', $.search_workers)"
+    )  # each child's index is AWS_BATCH_JOB_ARRAY_INDEX
+    assert children["TESSERA_RUN_ID"]["Value.$"] == "$$.Execution.Name"
+    job = {e["Name"]: e for e in train["Parameters"]["ContainerOverrides"]["Environment"]}
+    assert job["TESSERA_SEARCH_SHARDS"]["Value.$"] == "States.Format('{}', $.search_workers)"
+    assert job["TESSERA_SEARCH"]["Value"] == "exhaustive"
+    assert fan_out["Next"] == "TrainSearched" and train["Next"] == "ReadRunReport"
 
 
 def test_a_job_that_dies_without_a_word_still_gets_failed_in_its_status(

@@ -1,6 +1,7 @@
-"""A training job killed mid-run, on the local runtime as the container runs (a process): the run
+"""Training on the local runtime as the container runs it (a process). A job killed mid-run: the run
 says failed (the runtime records it as the deployed workflow's RecordFailure state does), the
-champion and the list of versions are untouched, and the next run goes through."""
+champion and the list of versions are untouched, and the next run goes through. And the
+exhaustive search fanned out to worker processes of the same entry point."""
 
 from __future__ import annotations
 
@@ -86,3 +87,28 @@ def test_a_job_that_fails_on_its_own_keeps_its_own_reason(
     recorded = run_status(store, run_id)
     assert recorded is not None and recorded["status"] == "failed"
     assert recorded["error"]["code"] == "empty_dataset"  # the job's word, not overwritten
+
+
+def test_the_exhaustive_search_fans_out_to_worker_processes_of_the_same_entry_point(
+    runtime: tuple[LocalRuntime, S3ObjectStore],
+) -> None:
+    local, store = runtime
+    run_id = local_run_id()
+    args = ["--search", "exhaustive", "--search-grid", "quick", "--search-workers", "2"]
+    result = local.train(["digits"], run_id=run_id, extra_args=[*args, "--jobs", "1"])
+    assert result["status"] == "succeeded", result.get("error")
+    # each worker wrote its slice of the grid under the run; the job trained the best of all
+    shards = sorted(i.key for i in store.list(f"runs/{run_id}/search/"))
+    assert shards == [
+        f"runs/{run_id}/search/shard-000-of-002.json",
+        f"runs/{run_id}/search/shard-001-of-002.json",
+    ]
+    scored = [s for key in shards for s in store.get_json(key)["scores"]]
+    assert sorted(s["candidate"] for s in scored) == [0, 1, 2, 3]
+    search = result["search"]
+    assert search["strategy"] == "exhaustive, 2 worker(s)" and search["fits"] == 20
+    best = max(scored, key=lambda s: (s["cv_accuracy"], -s["candidate"]))
+    assert search["best_cv_accuracy"] == best["cv_accuracy"]
+    # a worker's failure fails the run, with the worker named
+    failing = local.train(["digits"], extra_args=[*args, "--search-rows", "1", "--jobs", "1"])
+    assert failing["status"] == "failed" and failing["code"] == "search_worker_failed"

@@ -16,6 +16,7 @@ from tessera.serving.api_input import (
     features_from_body,
     parse_request,
     parse_train_request,
+    parse_training,
 )
 from tessera_dev.samples import render_sheet
 
@@ -110,6 +111,12 @@ def test_a_top_k_of_ascii_digits_in_the_query_is_read() -> None:
 )
 def test_a_training_request_names_its_datasets(body: str | None, expected: list[str]) -> None:
     assert parse_train_request(body) == expected
+    assert parse_training(body).search_workers == 0
+
+
+def test_a_training_request_may_fan_its_search_out() -> None:
+    request = parse_training('{"dataset": "digits", "search_workers": 8}')
+    assert (request.datasets, request.search_workers) == (["digits"], 8)
 
 
 @pytest.mark.parametrize(
@@ -124,6 +131,10 @@ def test_a_training_request_names_its_datasets(body: str | None, expected: list[
         '{"dataset": "../../x"}',
         '{"dataset": "a", "datasets": ["b"]}',
         '{"datasets": ["a"], "epochs": 1}',
+        '{"dataset": "a", "search_workers": 1}',
+        '{"dataset": "a", "search_workers": 21}',
+        '{"dataset": "a", "search_workers": true}',
+        '{"dataset": "a", "search_workers": "4"}',
         "[" * 10_000 + "]" * 10_000,
         "{" * 20_000,
     ],

@@ -265,6 +265,11 @@ def test_train_starts_the_workflow_only_for_a_dataset_that_has_rows(
     described = client.describe_execution(executionArn=answer["executionArn"])
     assert json.loads(described["input"]) == {"dataset": "digits"}
     assert answer["status_key"] == f"runs/{answer['execution']}/status.json"
+    # a fanned-out search goes into the workflow's input, for its array job
+    status, searched, _ = call("POST", path, {"dataset": "digits", "search_workers": 4})
+    assert status == 202
+    described = client.describe_execution(executionArn=searched["executionArn"])
+    assert json.loads(described["input"]) == {"dataset": "digits", "search_workers": 4}
     # refused before anything starts: no dataset, a name against the rules, nonsense bodies
     for body, code, expected in (
         ({"dataset": "letters"}, 404, "dataset_not_found"),
@@ -276,4 +281,4 @@ def test_train_starts_the_workflow_only_for_a_dataset_that_has_rows(
         status, refused, _ = call("POST", path, body)
         assert (status, refused["error"]["code"]) == (code, expected), body
         assert "NoneType" not in refused["error"]["message"]
-    assert len(client.list_executions(stateMachineArn=arn)["executions"]) == 1
+    assert len(client.list_executions(stateMachineArn=arn)["executions"]) == 2

@@ -41,7 +41,10 @@ def fit_family(family: str, x: Floats, y: Labels, options: FitOptions) -> Fitted
     if family == "mlp":
         report = None
         params = dict(MLP_DEFAULTS)
-        if options.search != "none":
+        if options.search_runner is not None:
+            report = options.search_runner(x, y)
+            params = dict(report.best_params)
+        elif options.search != "none":
             report = search_mlp(x, y, strategy=options.search, options=options)
             params = dict(report.best_params)
         model = fit_mlp(x, y, options, params)

@@ -31,6 +31,9 @@ class FitOptions:
     epochs: int | None = None  # overrides each family's epoch budget (tests, quick runs)
     search: str = "none"  # none | halving | exhaustive (mlp only)
     search_rows: int = 10_000
+    search_grid: str = "reference"  # or "quick" (training.families.mlp.GRIDS)
+    # Set by the job for a fanned-out exhaustive search (training.fanout): rows -> report.
+    search_runner: Callable[[Floats, Labels], SearchReport] | None = None
     jobs: int = 2
     patience: int | None = None
     base: Any = None  # transfer: the champion to transfer from (families.transfer.BaseModel)

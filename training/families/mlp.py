@@ -35,6 +35,15 @@ REFERENCE_GRID: dict[str, list[Any]] = {
     "mlp__max_iter": [200, 300, 400],
 }
 
+# A smoke-test grid (`--search-grid quick`): 4 candidates, the same machinery.
+QUICK_GRID: dict[str, list[Any]] = {
+    "mlp__hidden_layer_sizes": [(50,), (100,)],
+    "mlp__activation": ["relu"],
+    "mlp__alpha": [1e-4, 1e-2],
+    "mlp__max_iter": [200],
+}
+GRIDS = {"reference": REFERENCE_GRID, "quick": QUICK_GRID}
+
 
 # Defaults when no search runs, measured on full MNIST (test accuracy): alpha 1e-2 98.16%,
 # 1e-4 97.70% (early stopping on validation loss stops it too soon). Searches on small subsets
@@ -74,6 +83,16 @@ def mlp_pipeline(*, seed: int, early_stopping: bool, **params: Any) -> Any:
     )
 
 
+def search_subset(x: Floats, y: Labels, options: FitOptions) -> tuple[Floats, Labels]:
+    """The rows a search scores candidates on: at most `search_rows`, stratified, seeded (the
+    same rows in every worker of a fanned-out search)."""
+    if len(y) > options.search_rows:
+        x, _, y, _ = train_test_split(
+            x, y, train_size=options.search_rows, random_state=options.seed, stratify=y
+        )
+    return x, y
+
+
 def search_mlp(x: Floats, y: Labels, *, strategy: str, options: FitOptions) -> SearchReport:
     """Search the reference grid on (a subset of) the training rows.
 
@@ -85,10 +104,7 @@ def search_mlp(x: Floats, y: Labels, *, strategy: str, options: FitOptions) -> S
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, StratifiedKFold
 
-    if len(y) > options.search_rows:
-        x, _, y, _ = train_test_split(
-            x, y, train_size=options.search_rows, random_state=options.seed, stratify=y
-        )
+    x, y = search_subset(x, y, options)
     classes = len(np.unique(y))
     cv = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=options.seed)
     started = time.perf_counter()
@@ -96,21 +112,21 @@ def search_mlp(x: Floats, y: Labels, *, strategy: str, options: FitOptions) -> S
     if strategy == "exhaustive":
         search = GridSearchCV(
             mlp_pipeline(seed=options.seed, early_stopping=False),
-            REFERENCE_GRID,
+            GRIDS[options.search_grid],
             cv=cv,
             n_jobs=options.jobs,
             refit=False,
             verbose=1,
         )
     elif strategy == "halving":
-        grid = {k: v for k, v in REFERENCE_GRID.items() if k != "mlp__max_iter"}
+        grid = {k: v for k, v in GRIDS[options.search_grid].items() if k != "mlp__max_iter"}
         # Each round-0 fit must still hold out a stratified early-stopping split.
         min_resources = min(len(y), max(len(y) // 27, 50 * classes))
         search = HalvingGridSearchCV(
             mlp_pipeline(
                 seed=options.seed,
                 early_stopping=True,
-                max_iter=max(REFERENCE_GRID["mlp__max_iter"]),
+                max_iter=max(GRIDS[options.search_grid]["mlp__max_iter"]),
             ),
             grid,
             cv=cv,
@@ -133,7 +149,7 @@ def search_mlp(x: Floats, y: Labels, *, strategy: str, options: FitOptions) -> S
     fits = int(len(results["params"]) * CV_FOLDS)
     table = []
     for index, params in enumerate(results["params"]):
-        row = {name.removeprefix("mlp__"): _plain(value) for name, value in params.items()}
+        row = {name.removeprefix("mlp__"): plain(value) for name, value in params.items()}
         row.update(
             cv_accuracy=round(float(results["mean_test_score"][index]), 5),
             cv_std=round(float(results["std_test_score"][index]), 5),
@@ -147,7 +163,7 @@ def search_mlp(x: Floats, y: Labels, *, strategy: str, options: FitOptions) -> S
     # Halving ranks the last round first; within a round, by score.
     table.sort(key=lambda row: (-row.get("round", 0), row["rank"]))
     best = {name.removeprefix("mlp__"): value for name, value in search.best_params_.items()}
-    best.setdefault("max_iter", max(REFERENCE_GRID["mlp__max_iter"]))
+    best.setdefault("max_iter", max(GRIDS[options.search_grid]["mlp__max_iter"]))
     log(f"search: best {best} cv accuracy {search.best_score_:.4f} in {seconds:.1f}s ({fits} fits)")
     return SearchReport(
         strategy=strategy,
@@ -160,7 +176,7 @@ def search_mlp(x: Floats, y: Labels, *, strategy: str, options: FitOptions) -> S
     )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, np.generic):

@@ -31,7 +31,7 @@ from tessera.dataset import (
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name, validate_model_name
 from tessera.registry import REPORT_FILE, REVIEW_FILE, ModelRegistry, is_version
-from tessera.serving.api_input import parse_train_request
+from tessera.serving.api_input import TrainRequest, parse_training
 from tessera.storage import ObjectMissing, ObjectStore
 
 MAX_REVIEW_LIMIT = 500
@@ -234,13 +234,14 @@ def set_champion(store: ObjectStore, name: str, version: str, *, set_by: str) ->
     )
 
 
-def checked_training_request(store: ObjectStore, body: str | None) -> list[str]:
-    """POST /train's body -> the datasets to train, each checked before anything starts: a
+def checked_training_request(store: ObjectStore, body: str | None) -> TrainRequest:
+    """POST /train's body -> what to train, each dataset checked before anything starts: a
     name that breaks the rules is a 400, a dataset without rows a 404 `dataset_not_found`."""
-    datasets = parse_train_request(body)
+    request = parse_training(body)
+    # one LIST per dataset: a first key under its rows is enough
     missing = [
         name
-        for name in datasets
+        for name in request.datasets
         if next(iter(store.list(dataset_prefix(name) + ROWS)), None) is None
     ]
     if missing:
@@ -248,11 +249,7 @@ def checked_training_request(store: ObjectStore, body: str | None) -> list[str]:
             "dataset_not_found",
             f"no rows in dataset(s) {missing}: drop sheets under incoming/train/ first",
         )
-    return datasets
-
-
-def _has_rows(store: ObjectStore, name: str) -> bool:
-    return next(iter(store.list(dataset_prefix(name) + ROWS)), None) is not None  # one LIST
+    return request
 
 
 def start_training(
@@ -260,14 +257,18 @@ def start_training(
 ) -> dict[str, Any]:
     """POST /train deployed: the checked request starts the training workflow. The execution's
     name is the run id, so GET /runs/{name} follows it."""
-    datasets = checked_training_request(store, body)
+    request = checked_training_request(store, body)
+    datasets = request.datasets
     if len(datasets) != 1:
         raise InvalidInput(
             "bad_request", "the workflow trains one dataset per run: start one run per dataset"
         )
     name = f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    execution_input: dict[str, Any] = {"dataset": datasets[0]}
+    if request.search_workers:
+        execution_input["search_workers"] = request.search_workers
     started = stepfunctions.start_execution(
-        stateMachineArn=state_machine_arn, name=name, input=json.dumps({"dataset": datasets[0]})
+        stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input)
     )
     return {
         "execution": name,

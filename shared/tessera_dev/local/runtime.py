@@ -304,7 +304,7 @@ class LocalRuntime:
         is checked before anything starts, so every accepted run records an outcome."""
         store = S3ObjectStore(bucket=self.bucket, client=self.client("s3"))
         try:
-            datasets = checked_training_request(store, event.get("body"))
+            request = checked_training_request(store, event.get("body"))
         except InvalidInput as error:
             status = (
                 404
@@ -315,8 +315,18 @@ class LocalRuntime:
             )
             return _json_response(status, {"error": error.as_dict()})
         execution = local_run_id()
+        datasets = request.datasets
+        # The same search the deployed workflow fans out as an array job: local workers here.
+        extra = (
+            ["--search", "exhaustive", "--search-workers", str(request.search_workers)]
+            if request.search_workers
+            else []
+        )
         threading.Thread(
-            target=self.train, args=(datasets,), kwargs={"run_id": execution}, daemon=True
+            target=self.train,
+            args=(datasets,),
+            kwargs={"run_id": execution, "extra_args": extra},
+            daemon=True,
         ).start()
         # The job records its progress where the deployed workflow reads it.
         status_key = f"{PIPELINE.prefixes.runs}{execution}/status.json"
