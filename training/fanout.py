@@ -25,9 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_validate
+from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
 from tessera.config import PIPELINE
 from tessera.storage import ObjectStore
@@ -63,32 +62,40 @@ def parse_shard(value: str) -> tuple[int, int]:
 def score_shard(
     x: Floats, y: Labels, index: int, count: int, options: FitOptions
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Cross-validate this worker's slice of the candidates: (rows scored on, scores)."""
+    """Cross-validate this worker's slice of the candidates: (rows scored on, scores). The
+    slice goes through GridSearchCV itself (a grid of one value per parameter per candidate),
+    so its (candidate, fold) fits spread over `options.jobs` as the whole search's do and
+    score exactly as they would there."""
+    from sklearn.model_selection import GridSearchCV
+
     x, y = search_subset(x, y, options)
     cv = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=options.seed)
-    rows = []
     grid = candidates(options.search_grid)
-    for position in range(index, len(grid), count):
-        params = grid[position]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            scores = cross_validate(
-                mlp_pipeline(seed=options.seed, early_stopping=False).set_params(**params),
-                x,
-                y,
-                cv=cv,
-                n_jobs=options.jobs,
-            )
-        rows.append(
-            {
-                "candidate": position,
-                **{name.removeprefix("mlp__"): plain(value) for name, value in params.items()},
-                "cv_accuracy": round(float(np.mean(scores["test_score"])), 5),
-                "cv_std": round(float(np.std(scores["test_score"])), 5),
-                "fit_seconds": round(float(np.mean(scores["fit_time"])), 3),
-            }
-        )
-        log(f"search shard {index}/{count}: candidate {position} {rows[-1]['cv_accuracy']}")
+    positions = list(range(index, len(grid), count))
+    if not positions:
+        return len(y), []
+    search = GridSearchCV(
+        mlp_pipeline(seed=options.seed, early_stopping=False),
+        [{name: [value] for name, value in grid[p].items()} for p in positions],
+        cv=cv,
+        n_jobs=options.jobs,
+        refit=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(x, y)
+    results = search.cv_results_
+    rows = [
+        {
+            "candidate": position,
+            **{name.removeprefix("mlp__"): plain(value) for name, value in grid[position].items()},
+            "cv_accuracy": round(float(results["mean_test_score"][i]), 5),
+            "cv_std": round(float(results["std_test_score"][i]), 5),
+            "fit_seconds": round(float(results["mean_fit_time"][i]), 3),
+        }
+        for i, position in enumerate(positions)
+    ]
+    log(f"search shard {index}/{count}: {len(rows)} candidates scored")
     return len(y), rows
 
 
@@ -139,6 +146,15 @@ class Worker:
     log: IO[bytes]  # its stderr, in a file: a pipe left unread could fill and block it
 
 
+def _thread_limits(count: int) -> dict[str, str]:
+    """Workers sharing this machine share its cores: without a limit each one's BLAS would
+    start a thread per core (joblib does the same for its own workers)."""
+    threads = str(max(1, (os.cpu_count() or 1) // count))
+    return {
+        name: threads for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+
+
 def start_local_workers(argv: Sequence[str], run_id: str, count: int) -> list[Worker]:
     workers = []
     for index in range(count):
@@ -147,6 +163,7 @@ def start_local_workers(argv: Sequence[str], run_id: str, count: int) -> list[Wo
             worker_command(argv, run_id, index, count),
             stdout=subprocess.DEVNULL,
             stderr=log_file,
+            env={**os.environ, **_thread_limits(count)},
         )
         workers.append(Worker(process, log_file))
     return workers

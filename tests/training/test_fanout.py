@@ -76,3 +76,11 @@ def test_local_workers_get_the_same_arguments_but_their_shard() -> None:
         "--dataset", "d", "--search", "exhaustive", "--jobs", "1",
         "--run-id", "run-1", "--search-shard", "0/2", "--no-review",
     ]  # fmt: skip
+
+
+def test_local_workers_share_the_cores_instead_of_each_taking_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout.os, "cpu_count", lambda: 8)
+    assert fanout._thread_limits(2)["OPENBLAS_NUM_THREADS"] == "4"
+    assert fanout._thread_limits(16)["OMP_NUM_THREADS"] == "1"
