@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from tessera.config import PIPELINE
 from tessera.storage import ObjectStore
@@ -74,14 +75,18 @@ def score_shard(
     positions = list(range(index, len(grid), count))
     if not positions:
         return len(y), []
+    # This worker's cores: its share of the machine locally, the whole task deployed. joblib
+    # gives each of its processes cores // jobs BLAS threads; one process gets all of them.
+    cores = int(os.environ.get(WORKER_CORES) or os.cpu_count() or 1)
+    jobs = max(1, min(options.jobs, cores))
     search = GridSearchCV(
         mlp_pipeline(seed=options.seed, early_stopping=False),
         [{name: [value] for name, value in grid[p].items()} for p in positions],
         cv=cv,
-        n_jobs=options.jobs,
+        n_jobs=jobs,
         refit=False,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=max(1, cores // jobs)):
         warnings.simplefilter("ignore", ConvergenceWarning)
         search.fit(x, y)
     results = search.cv_results_
@@ -146,13 +151,13 @@ class Worker:
     log: IO[bytes]  # its stderr, in a file: a pipe left unread could fill and block it
 
 
+WORKER_CORES = "TESSERA_SEARCH_WORKER_CORES"  # the cores one local worker may use
+
+
 def _thread_limits(count: int) -> dict[str, str]:
-    """Workers sharing this machine share its cores: without a limit each one's BLAS would
-    start a thread per core (joblib does the same for its own workers)."""
-    threads = str(max(1, (os.cpu_count() or 1) // count))
-    return {
-        name: threads for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    }
+    """Workers sharing this machine share its cores: each is told its share, and keeps its
+    joblib processes and BLAS threads within it (`score_shard`)."""
+    return {WORKER_CORES: str(max(1, (os.cpu_count() or 1) // count))}
 
 
 def start_local_workers(argv: Sequence[str], run_id: str, count: int) -> list[Worker]:

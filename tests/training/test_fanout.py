@@ -82,5 +82,5 @@ def test_local_workers_share_the_cores_instead_of_each_taking_them_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(fanout.os, "cpu_count", lambda: 8)
-    assert fanout._thread_limits(2)["OPENBLAS_NUM_THREADS"] == "4"
-    assert fanout._thread_limits(16)["OMP_NUM_THREADS"] == "1"
+    assert fanout._thread_limits(2) == {fanout.WORKER_CORES: "4"}
+    assert fanout._thread_limits(16) == {fanout.WORKER_CORES: "1"}
