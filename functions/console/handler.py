@@ -13,8 +13,9 @@
     POST /train, /console/train      {"dataset": NAME}: checked, then the training workflow starts
     GET  /runs/{run_id}              a training run's status
 
-Its role reads what the console shows and writes only corrections and the champion pointer;
-the internet-facing inference function stays read-only. Deployed, every data route needs a
+Its role reads what the console shows, writes only corrections and the champion pointer, and
+may start the training workflow (after checking the request); the internet-facing inference
+function stays read-only. Deployed, every data route needs a
 signed-in user (the Cognito authorizer's claims name who made a correction).
 """
 
