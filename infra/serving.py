@@ -18,7 +18,7 @@ from infra.console import Console
 from infra.function import PipelineFunction
 from infra.queued import QueueFedFunction
 from tessera.config import PIPELINE, Route
-from tessera.serving.api_input import MAX_SEARCH_WORKERS
+from tessera.serving.train_request import MAX_SEARCH_WORKERS
 
 STAGE_NAME = "v1"
 # Image bodies arrive base64-encoded in the proxy event only for these content types; the local

@@ -5,6 +5,7 @@ exhaustive search fanned out to worker processes of the same entry point."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,7 +104,7 @@ def test_the_exhaustive_search_fans_out_to_worker_processes_of_the_same_entry_po
         f"runs/{run_id}/search/shard-000-of-002.json",
         f"runs/{run_id}/search/shard-001-of-002.json",
     ]
-    scored = [s for key in shards for s in store.get_json(key)["scores"]]
+    scored = [s for key in shards for s in json.loads(store.get(key).body)["scores"]]
     assert sorted(s["candidate"] for s in scored) == [0, 1, 2, 3]
     search = result["search"]
     assert search["strategy"] == "exhaustive, 2 worker(s)" and search["fits"] == 20

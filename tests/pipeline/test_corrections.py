@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
 from tessera.corrections import (
+    Correction,
     UnknownTile,
     apply_corrections,
     corrections_snapshot_key,
@@ -28,7 +30,10 @@ def tile(cell: int, sheet: str = "s1") -> str:
     return f"tiles/digits/{sheet}/r000-c{cell:03d}.png"
 
 
-def seed(store: ObjectStore) -> ObjectStore:
+S = TypeVar("S", bound=ObjectStore)
+
+
+def seed(store: S) -> S:
     """A dataset of one sheet: four rows labelled 3, their tile PNGs beside them."""
     rows = [
         Row(pixels=np.full(784, i, np.uint8), label="3", source_key=tile(i), source_etag="e")
@@ -128,7 +133,7 @@ def test_a_training_read_gets_only_the_corrections_new_since_the_last_one() -> N
         at = T0 + timedelta(seconds=n)
         record_correction(store, "digits", tile(n % 4), label=str(n % 10), by="ana", now=at)
 
-    def read() -> tuple[dict[str, object], int, int]:
+    def read() -> tuple[dict[str, Correction], int, int]:
         store.requests.clear()
         layer = current_corrections(store, "digits", keep_snapshot=True)
         return layer, store.requests["GetObject"], store.requests["PutObject"]

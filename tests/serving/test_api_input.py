@@ -15,9 +15,8 @@ from tessera.serving.api_input import (
     PREDICT_OPTIONS,
     features_from_body,
     parse_request,
-    parse_train_request,
-    parse_training,
 )
+from tessera.serving.train_request import parse_train_request, parse_training
 from tessera_dev.samples import render_sheet
 
 

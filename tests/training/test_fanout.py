@@ -81,6 +81,6 @@ def test_local_workers_get_the_same_arguments_but_their_shard() -> None:
 def test_local_workers_share_the_cores_instead_of_each_taking_them_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fanout.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
     assert fanout._thread_limits(2) == {fanout.WORKER_CORES: "4"}
     assert fanout._thread_limits(16) == {fanout.WORKER_CORES: "1"}

@@ -31,7 +31,7 @@ from tessera.dataset import (
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name, validate_model_name
 from tessera.registry import REPORT_FILE, REVIEW_FILE, ModelRegistry, is_version
-from tessera.serving.api_input import TrainRequest, parse_training
+from tessera.serving.train_request import TrainRequest, parse_training
 from tessera.storage import ObjectMissing, ObjectStore
 
 MAX_REVIEW_LIMIT = 500

@@ -24,6 +24,7 @@ from tessera.config import PIPELINE, Env
 from tessera.corrections import UnknownTile
 from tessera.errors import InvalidInput
 from tessera.serving.console import checked_training_request
+from tessera.serving.http_errors import STATUS_BY_CODE
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import LocalApi
 from tessera_dev.local.faults import Faults
@@ -294,7 +295,7 @@ class LocalRuntime:
                             "code": "job_ended",
                             "message": f"the training job ended without a result ({cause})",
                         },
-                        "recorded_by": "workflow",
+                        "recorded_by": "local runtime",
                     },
                 )
         return result
@@ -306,13 +307,7 @@ class LocalRuntime:
         try:
             request = checked_training_request(store, event.get("body"))
         except InvalidInput as error:
-            status = (
-                404
-                if isinstance(error, UnknownTile)
-                else 413
-                if error.code == "body_too_large"
-                else 400
-            )
+            status = 404 if isinstance(error, UnknownTile) else STATUS_BY_CODE.get(error.code, 400)
             return _json_response(status, {"error": error.as_dict()})
         execution = local_run_id()
         datasets = request.datasets
