@@ -72,6 +72,23 @@ AWS_TEST_ENV = {
 }
 
 
+def drop_digit_sheets(runtime: Any, digits: Glyphs, sheets: int = 2) -> None:
+    """`sheets` 10x10 sheets of digits, one row per digit (row-labels 0..9), put into a local
+    runtime's bucket over the S3 API as a user would, and processed until its queues are idle."""
+    s3 = runtime.client("s3")
+    for sheet in range(sheets):
+        ink = np.concatenate(
+            [digits.ink[digits.labels == str(d)][sheet * 10 : sheet * 10 + 10] for d in range(10)]
+        )
+        s3.put_object(
+            Bucket=runtime.bucket,
+            Key=f"incoming/train/digits/sheet-{sheet}.png",
+            Body=render_sheet(ink, cols=10),
+            Metadata={"grid": "10x10", "row-labels": " ".join(str(d) for d in range(10))},
+        )
+    assert runtime.wait_until_idle(timeout=120)
+
+
 @contextmanager
 def moto_bucket() -> Iterator[S3ObjectStore]:
     """The test environment and an empty bucket on moto, for as long as the block lasts: for

@@ -23,7 +23,8 @@ from tessera.corrections import current_corrections, tile_history
 from tessera.registry import ModelRegistry
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.runtime import LocalRuntime
-from tessera_dev.samples import Glyphs, render_sheet
+from tessera_dev.samples import Glyphs
+from tests.conftest import drop_digit_sheets
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -52,21 +53,8 @@ def console(digits: Glyphs) -> Iterator[dict[str, Any]]:
     """A local runtime with two sheets of digits, two trained versions, and a browser page."""
     _chromium_or_skip()
     with LocalRuntime(bucket="tessera-console") as runtime:
+        drop_digit_sheets(runtime, digits)
         s3 = runtime.client("s3")
-        for sheet in range(2):
-            ink = np.concatenate(
-                [
-                    digits.ink[digits.labels == str(d)][sheet * 10 : sheet * 10 + 10]
-                    for d in range(10)
-                ]
-            )
-            s3.put_object(
-                Bucket=runtime.bucket,
-                Key=f"incoming/train/digits/sheet-{sheet}.png",
-                Body=render_sheet(ink, cols=10),
-                Metadata={"grid": "10x10", "row-labels": " ".join(str(d) for d in range(10))},
-            )
-        assert runtime.wait_until_idle(timeout=120)
         versions = [runtime.train(["digits"])["version"] for _ in range(2)]
         store = S3ObjectStore(bucket=runtime.bucket, client=s3)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

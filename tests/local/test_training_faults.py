@@ -10,13 +10,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tessera.registry import ModelRegistry
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.runtime import LocalRuntime, local_run_id
-from tessera_dev.samples import Glyphs, render_sheet
+from tessera_dev.samples import Glyphs
+from tests.conftest import drop_digit_sheets
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -24,21 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 @pytest.fixture(scope="module")
 def runtime(digits: Glyphs) -> Iterator[tuple[LocalRuntime, S3ObjectStore]]:
     with LocalRuntime(bucket="tessera-kill") as runtime:
+        drop_digit_sheets(runtime, digits)
         s3 = runtime.client("s3")
-        for sheet in range(2):
-            ink = np.concatenate(
-                [
-                    digits.ink[digits.labels == str(d)][sheet * 10 : sheet * 10 + 10]
-                    for d in range(10)
-                ]
-            )
-            s3.put_object(
-                Bucket=runtime.bucket,
-                Key=f"incoming/train/digits/sheet-{sheet}.png",
-                Body=render_sheet(ink, cols=10),
-                Metadata={"grid": "10x10", "row-labels": " ".join(str(d) for d in range(10))},
-            )
-        assert runtime.wait_until_idle(timeout=120)
         assert runtime.train(["digits"])["status"] == "succeeded"
         yield runtime, S3ObjectStore(bucket=runtime.bucket, client=s3)
 

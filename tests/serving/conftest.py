@@ -11,17 +11,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 
 from functions.inference import handler as inference
 from tessera.registry import EMBEDDINGS_FILE, ModelRegistry
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import proxy_event
 from tessera_dev.local.pump import lambda_context
-from tests.conftest import AWS_TEST_ENV, BUCKET
+from tests.conftest import moto_bucket
 from tests.serving.model_builder import (
     TrainedDigits,
     embeddings_npz,
@@ -106,17 +104,12 @@ def served(
 @pytest.fixture(scope="module")
 def served_once(trained: TrainedDigits, model_bytes: bytes) -> Iterator[Served]:
     """One bucket with the champion for a whole module of tests that only read it."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in AWS_TEST_ENV.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            boto3.client("s3").create_bucket(Bucket=BUCKET)
-            inference._caches.clear()
-            inference._catalog.clear()
-            yield _serve(S3ObjectStore(bucket=BUCKET), trained, model_bytes)
-            inference._caches.clear()
-            inference._catalog.clear()
+    with moto_bucket() as store:
+        inference._caches.clear()
+        inference._catalog.clear()
+        yield _serve(store, trained, model_bytes)
+        inference._caches.clear()
+        inference._catalog.clear()
 
 
 @dataclass(frozen=True)
