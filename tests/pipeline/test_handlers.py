@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -336,3 +337,50 @@ def test_new_bytes_at_a_sheets_key_supersede_its_earlier_rows(
     memory_store.put(f"datasets/digits/superseded/{old_ids[0]}.json", b"{}")
     assert drop(key, "3").detail["superseded"] == [outcome.detail["sheet_id"]]
     assert sorted(load_dataset(memory_store, "digits").y.tolist()) == ["1"] * 10 + ["3"] * 10
+
+
+def test_invocations_side_by_side_each_report_only_their_own_failures() -> None:
+    """The local runtime runs a function's invocations as threads of one process: each must
+    keep its own batch (Lambda never shares a process between invocations at once)."""
+    import threading
+
+    from tessera.pipeline.outcome import Outcome
+    from tessera.pipeline.sqs_handler import s3_queue_handler
+    from tessera_dev.local.pump import lambda_context
+
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def step(store: Any, key: str) -> Outcome:
+        if key.endswith("first.png"):
+            both_inside.wait()  # the other invocation is running now too
+        if key.endswith("bad.png"):
+            raise RuntimeError("this one fails")
+        if key.endswith("second.png"):
+            both_inside.wait()
+        return Outcome(key, "done", {})
+
+    handler = s3_queue_handler(step, service="side-by-side")
+    events = {
+        "a": batch_of(
+            sqs_event_for(BUCKET, "incoming/train/d/first.png", message_id="a1"),
+            sqs_event_for(BUCKET, "incoming/train/d/bad.png", message_id="a2"),
+        ),
+        "b": batch_of(
+            sqs_event_for(BUCKET, "incoming/train/d/second.png", message_id="b1"),
+            sqs_event_for(BUCKET, "incoming/train/d/fine.png", message_id="b2"),
+        ),
+    }
+    answers: dict[str, Any] = {}
+
+    def invoke(name: str) -> None:
+        answers[name] = handler(events[name], lambda_context("split"))
+
+    threads = [threading.Thread(target=invoke, args=(name,)) for name in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == {
+        "a": {"batchItemFailures": [{"itemIdentifier": "a2"}]},
+        "b": {"batchItemFailures": []},
+    }

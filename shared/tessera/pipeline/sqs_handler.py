@@ -43,7 +43,6 @@ def s3_queue_handler(step: Step, *, service: str) -> Handler:
     """A Lambda handler that runs `step` on every object named in an SQS batch of S3 events,
     reporting failed messages so only they are retried."""
     logger = Logger(service=service)
-    processor = BatchProcessor(event_type=EventType.SQS)
 
     def record_handler(record: SQSRecord) -> None:
         objects = s3_objects_in(record)
@@ -59,6 +58,9 @@ def s3_queue_handler(step: Step, *, service: str) -> Handler:
 
     @logger.inject_lambda_context
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # A processor per invocation: it holds the batch's records and outcomes, and the local
+        # runtime, unlike Lambda, runs invocations of one function side by side in a process.
+        processor = BatchProcessor(event_type=EventType.SQS)
         return dict(
             process_partial_response(
                 event=event, record_handler=record_handler, processor=processor, context=context

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -48,8 +49,13 @@ FREE = {"DeleteObject"}
 DATASET = "ingest"
 
 
+COUNTS_PATH = "/_tessera/request-counts"
+
+
 class CountingApp:
-    """WSGI middleware in front of moto: counts each request as (service, operation)."""
+    """WSGI middleware in front of moto: counts each request as (service, operation). In moto's
+    process (the local runtime's `moto_middleware`) it answers GET COUNTS_PATH with the counts
+    so far, read by `RemoteCounts`."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -57,6 +63,10 @@ class CountingApp:
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == COUNTS_PATH:
+            body = json.dumps([[*key, n] for key, n in self.snapshot().items()]).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
         operation = classify(environ)
         with self.lock:
             self.counts[operation] += 1
@@ -65,6 +75,28 @@ class CountingApp:
     def snapshot(self) -> Counter[tuple[str, str]]:
         with self.lock:
             return Counter(self.counts)
+
+
+class RemoteCounts:
+    """The counts of a CountingApp in moto's process."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.url = endpoint + COUNTS_PATH
+
+    def snapshot(self) -> Counter[tuple[str, str]]:
+        with urllib.request.urlopen(self.url, timeout=30) as response:
+            return Counter({(service, op): n for service, op, n in json.load(response)})
+
+
+def _counter(runtime: Any) -> Any:
+    """What counts the runtime's AWS requests: in moto's process when moto has one (its
+    `moto_middleware`); in front of the in-process server of commits before that."""
+    moto = runtime._moto
+    if hasattr(moto, "_server"):  # ThreadedMotoServer in this process
+        counter = CountingApp(moto._server.app)
+        moto._server.app = counter
+        return counter
+    return RemoteCounts(runtime.aws_endpoint)
 
 
 def classify(environ: dict[str, Any]) -> tuple[str, str]:
@@ -122,10 +154,11 @@ def run(sheets: int, cells: int, cols: int, timeout: float) -> dict[str, Any]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     bodies = [sheet_bytes(index, cells, cols) for index in range(sheets)]
     rows = -(-cells // cols)
-    with LocalRuntime(bucket=f"tessera-ingest-{uuid.uuid4().hex[:8]}") as runtime:
-        server: Any = runtime._moto._server  # type: ignore[union-attr]
-        counter = CountingApp(server.app)
-        server.app = counter
+    options: dict[str, Any] = {"bucket": f"tessera-ingest-{uuid.uuid4().hex[:8]}"}
+    if "moto_middleware" in LocalRuntime.__dataclass_fields__:
+        options["moto_middleware"] = "tessera_dev.bench.ingest:CountingApp"
+    with LocalRuntime(**options) as runtime:
+        counter = _counter(runtime)
         busy: dict[str, float] = {}
         lock = threading.Lock()
         empty: Counter[str] = Counter()
@@ -166,7 +199,7 @@ def run(sheets: int, cells: int, cols: int, timeout: float) -> dict[str, Any]:
         counts[("sqs", "SendMessage")] += messages
         from tessera.storage.s3 import S3ObjectStore
 
-        store = S3ObjectStore(bucket=runtime.bucket, client=s3)
+        store = S3ObjectStore(bucket=runtime.bucket)  # its pool is sized for the loader
         dataset = load_dataset(store, DATASET)
         tiles = sum(
             1

@@ -38,17 +38,21 @@ class Faults:
         with self._lock:
             return self._rng.random()
 
+    def _count(self, what: str) -> None:
+        with self._lock:  # invocations run concurrently
+            self.counts[what] += 1
+
     def wrap(self, function: str, handler: Handler, *, sqs: Any, queue_url: str) -> Handler:
         def faulty(event: dict[str, Any], context: Any) -> dict[str, Any]:
             if not self.enabled:
                 return handler(event, context)
             roll = self._draw()
             if roll < self.crash_before:
-                self.counts[f"{function}.crash_before"] += 1
+                self._count(f"{function}.crash_before")
                 raise InjectedFault(f"{function}: injected crash before the work")
             result = handler(event, context)
             if roll < self.crash_before + self.crash_after:
-                self.counts[f"{function}.crash_after"] += 1
+                self._count(f"{function}.crash_after")
                 raise InjectedFault(f"{function}: injected crash after the work")
             failed = {
                 item["itemIdentifier"] for item in (result or {}).get("batchItemFailures", [])
@@ -56,7 +60,7 @@ class Faults:
             for record in event["Records"]:
                 if record["messageId"] not in failed and self._draw() < self.duplicate:
                     sqs.send_message(QueueUrl=queue_url, MessageBody=record["body"])
-                    self.counts[f"{function}.duplicated"] += 1
+                    self._count(f"{function}.duplicated")
             return result
 
         return faulty

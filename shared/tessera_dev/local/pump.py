@@ -78,19 +78,44 @@ class PumpStats:
 
 
 class EventPump(threading.Thread):
-    def __init__(self, *, sqs: Any, queue: ProvisionedQueue, handler: Handler, region: str) -> None:
+    """One queue's event-source mapping. Lambda runs up to the mapping's maximum concurrency
+    of invocations at once; the pump runs `concurrency` pollers, each one batch at a time,
+    so one sheet's waits on S3 overlap another's work as they do deployed."""
+
+    def __init__(
+        self,
+        *,
+        sqs: Any,
+        queue: ProvisionedQueue,
+        handler: Handler,
+        region: str,
+        concurrency: int = 1,
+    ) -> None:
         super().__init__(name=f"pump-{queue.spec.function}", daemon=True)
         self.sqs = sqs
         self.queue = queue
         self.handler = handler
         self.region = region
+        self.concurrency = max(1, concurrency)
         self.stats = PumpStats()
+        self._stats_lock = threading.Lock()
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
         self._stop_event.set()
 
     def run(self) -> None:
+        pollers = [
+            threading.Thread(target=self._poll, name=f"{self.name}-{index}", daemon=True)
+            for index in range(1, self.concurrency)
+        ]
+        for poller in pollers:
+            poller.start()
+        self._poll()
+        for poller in pollers:
+            poller.join()
+
+    def _poll(self) -> None:
         while not self._stop_event.is_set():
             try:
                 self.poll_once(wait_seconds=1)
@@ -109,11 +134,13 @@ class EventPump(threading.Thread):
         messages = response.get("Messages", [])
         if not messages:
             return 0
-        self.stats.in_flight = len(messages)
+        with self._stats_lock:
+            self.stats.in_flight += len(messages)
         try:
             failed = self._invoke(messages)
         finally:
-            self.stats.in_flight = 0
+            with self._stats_lock:
+                self.stats.in_flight -= len(messages)
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             self.sqs.delete_message_batch(
@@ -122,9 +149,10 @@ class EventPump(threading.Thread):
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
                 ],
             )
-        self.stats.batches += 1
-        self.stats.succeeded += len(done)
-        self.stats.failed += len(failed)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.succeeded += len(done)
+            self.stats.failed += len(failed)
         return len(messages)
 
     def _invoke(self, messages: list[dict[str, Any]]) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 from tessera.config import PIPELINE, Env
 from tessera.corrections import UnknownTile
@@ -27,6 +25,7 @@ from tessera.serving.console import checked_training_request
 from tessera.serving.http_errors import STATUS_BY_CODE
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import LocalApi
+from tessera_dev.local.aws_server import AwsServer
 from tessera_dev.local.faults import Faults
 from tessera_dev.local.persistence import (
     SNAPSHOT_SECONDS,
@@ -58,7 +57,8 @@ def handler_for(function: str) -> Any:
 class LocalRuntime:
     """moto, the pumps and the API. With a `data_dir` the bucket outlives the runtime: restored
     from the directory on start, snapshotted to it every `snapshot_seconds` and on stop;
-    without one (tests, the demo) everything lives in moto's memory and goes with it."""
+    without one (tests, the demo) everything lives in moto's memory and goes with it. moto
+    runs in a process of its own (tessera_dev.local.aws_server), which ends with the runtime."""
 
     bucket: str = "tessera-local"
     host: str = "127.0.0.1"
@@ -66,6 +66,9 @@ class LocalRuntime:
     api_port: int = 0
     data_dir: Path | None = None
     snapshot_seconds: float = SNAPSHOT_SECONDS
+    # Invocations of one function at once, at most (each queue's maxConcurrency caps it too):
+    # Lambda runs them side by side; here they are threads that overlap one another's waits.
+    concurrency: int = 4
     # Injected into every function's path (benchmarks and tests of at-least-once delivery).
     faults: Faults | None = None
     queues: list[ProvisionedQueue] = field(default_factory=list)
@@ -73,7 +76,9 @@ class LocalRuntime:
     # What the start restored from the data directory, and which of it was sent again.
     restored: list[Stored] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
-    _moto: ThreadedMotoServer | None = None
+    # `module:callable` wrapping moto's WSGI app in its process (a benchmark's request counter).
+    moto_middleware: str | None = None
+    _moto: AwsServer | None = None
     _api: LocalApi | None = None
     _mirror: BucketMirror | None = None
     _snapshotter: Snapshotter | None = None
@@ -84,8 +89,7 @@ class LocalRuntime:
     @property
     def aws_endpoint(self) -> str:
         assert self._moto is not None, "the runtime is not started"
-        host, port = self._moto._server.server_address[:2]  # type: ignore[union-attr]
-        return f"http://{host!s}:{port}"
+        return self._moto.endpoint
 
     @property
     def api_url(self) -> str:
@@ -117,10 +121,8 @@ class LocalRuntime:
             raise
 
     def _start_services(self) -> LocalRuntime:
-        # moto's werkzeug server logs every request at INFO: noise next to the pipeline's own logs.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
-        self._moto.start()
+        # moto in a process of its own: the functions' calls and its answers use both cores.
+        self._moto = AwsServer(self.host, self.aws_port, self.moto_middleware).start()
         for name, value in self.env().items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
@@ -138,7 +140,13 @@ class LocalRuntime:
                 handler = self.faults.wrap(
                     queue.spec.function, handler, sqs=sqs, queue_url=queue.url
                 )
-            pump = EventPump(sqs=sqs, queue=queue, handler=handler, region=REGION)
+            pump = EventPump(
+                sqs=sqs,
+                queue=queue,
+                handler=handler,
+                region=REGION,
+                concurrency=min(self.concurrency, queue.spec.max_concurrency),
+            )
             pump.start()
             self.pumps.append(pump)
         self._api = LocalApi(
@@ -312,11 +320,9 @@ class LocalRuntime:
         execution = local_run_id()
         datasets = request.datasets
         # The same search the deployed workflow fans out as an array job: local workers here.
-        extra = (
-            ["--search", "exhaustive", "--search-workers", str(request.search_workers)]
-            if request.search_workers
-            else []
-        )
+        extra = ["--family", request.family]
+        if request.search_workers:
+            extra += ["--search", "exhaustive", "--search-workers", str(request.search_workers)]
         threading.Thread(
             target=self.train,
             args=(datasets,),
@@ -326,7 +332,13 @@ class LocalRuntime:
         # The job records its progress where the deployed workflow reads it.
         status_key = f"{PIPELINE.prefixes.runs}{execution}/status.json"
         return _json_response(
-            202, {"execution": execution, "datasets": datasets, "status_key": status_key}
+            202,
+            {
+                "execution": execution,
+                "datasets": datasets,
+                "family": request.family,
+                "status_key": status_key,
+            },
         )
 
 
