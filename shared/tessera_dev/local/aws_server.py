@@ -39,7 +39,7 @@ def list_moto_modules_once() -> None:
 
     listing = moto.backends.list_of_moto_modules
     if not hasattr(listing, "cache_info"):
-        moto.backends.list_of_moto_modules = functools.cache(lambda: tuple(listing()))  # type: ignore[assignment]
+        moto.backends.list_of_moto_modules = functools.cache(lambda: tuple(listing()))
 
 
 def _middleware(name: str | None) -> Any:
@@ -66,8 +66,12 @@ def serve(host: str, port: int, middleware: str | None, ready: IO[str], stop: IO
     if wrap is not None:
         app = wrap(app)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
-    watcher = threading.Thread(target=lambda: (stop.read(), server.shutdown()), daemon=True)
-    watcher.start()
+
+    def shut_down_when_input_ends() -> None:
+        stop.read()
+        server.shutdown()
+
+    threading.Thread(target=shut_down_when_input_ends, daemon=True).start()
     ready.write(json.dumps({"port": server.server_address[1]}) + "\n")
     ready.flush()
     server.serve_forever()
