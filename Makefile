@@ -65,4 +65,4 @@ eval-sheets: $(STAMP)
 	$(BIN)/tessera eval sheets
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out cdk.out.gpu build .pytest_cache .mypy_cache .ruff_cache

@@ -14,13 +14,27 @@ if [ ! -x node_modules/.bin/cdk ]; then
   npm ci --no-audit --no-fund
 fi
 
-rm -rf cdk.out
+rm -rf cdk.out cdk.out.gpu
 # The cdk-nag plugin already fails this step on an unacknowledged finding.
 npx --no-install cdk synth --quiet --no-notices --output cdk.out -c tessera:bundle=true
+# The GPU queue is off by default: its variant of the stack gets the same checks (bundles are
+# the same, so they are not built twice).
+npx --no-install cdk synth --quiet --no-notices --output cdk.out.gpu \
+  -c tessera:bundle=false -c tessera:gpu=true
 
-report=cdk.out/validation-report.json
-if [ -f "$report" ]; then
-  "$PYTHON" - "$report" <<'PY'
+CHECKOV_VENV=build/checkov-venv-3.3.30
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  rm -rf "$CHECKOV_VENV"
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
+fi
+
+check_assembly() {
+  local out=$1
+  echo "== $out"
+  local report=$out/validation-report.json
+  if [ -f "$report" ]; then
+    "$PYTHON" - "$report" <<'PY'
 import json
 import sys
 
@@ -37,19 +51,13 @@ for finding in open_findings:
 print(f"cdk-nag: {len(open_findings)} unacknowledged, {acknowledged} acknowledged with a reason")
 sys.exit(1 if open_findings else 0)
 PY
-fi
+  fi
 
-# An independent scanner: checkov on the template, in a venv of its own (its dependencies are
-# not the app's). Every skip carries its reason beside the resource (infra/checkov.py).
-CHECKOV_VENV=build/checkov-venv-3.3.30
-if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
-  rm -rf "$CHECKOV_VENV"
-  python3 -m venv "$CHECKOV_VENV"
-  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check checkov==3.3.30
-fi
-"$CHECKOV_VENV/bin/checkov" -f cdk.out/Tessera.template.json --framework cloudformation \
-  --quiet --compact --skip-download -o json > cdk.out/checkov.json 2> cdk.out/checkov.log || true
-"$PYTHON" - cdk.out/checkov.json <<'PY'
+  # An independent scanner: checkov on the template, in a venv of its own (its dependencies
+  # are not the app's). Every skip carries its reason beside the resource (infra/checkov.py).
+  "$CHECKOV_VENV/bin/checkov" -f "$out/Tessera.template.json" --framework cloudformation \
+    --quiet --compact --skip-download -o json > "$out/checkov.json" 2> "$out/checkov.log" || true
+  "$PYTHON" - "$out/checkov.json" <<'PY'
 import json
 import sys
 
@@ -63,18 +71,24 @@ print(f"checkov: {summary['passed']} passed, {summary['failed']} failed, "
 sys.exit(1 if summary["failed"] or summary["parsing_errors"] else 0)
 PY
 
-# The training image's Dockerfile, linted (hadolint ships inside its PyPI wheel).
-"$(dirname "$PYTHON")/hadolint" training/Dockerfile
-echo "hadolint: training/Dockerfile clean"
+  # The training workflow as Step Functions receives it, checked by asl-validator.
+  "$PYTHON" -m infra.asl "$out/Tessera.template.json" "$out/training.asl.json"
+  npx --no-install asl-validator --json-path "$out/training.asl.json"
+  echo "asl-validator: the training state machine is valid"
 
-# The training workflow as Step Functions receives it, checked by asl-validator.
-"$PYTHON" -m infra.asl cdk.out/Tessera.template.json cdk.out/training.asl.json
-npx --no-install asl-validator --json-path cdk.out/training.asl.json
-echo "asl-validator: the training state machine is valid"
+  # W3005: CDK writes DependsOn beside the Ref/GetAtt that already implies it; harmless.
+  "$CFN_LINT" --ignore-checks W3005 -- "$out"/*.template.json
+  echo "cfn-lint: $(ls "$out"/*.template.json | wc -l) template(s) clean"
+}
 
-# W3005: CDK writes DependsOn beside the Ref/GetAtt that already implies it; harmless.
-"$CFN_LINT" --ignore-checks W3005 -- cdk.out/*.template.json
-echo "cfn-lint: $(ls cdk.out/*.template.json | wc -l) template(s) clean"
+check_assembly cdk.out
+check_assembly cdk.out.gpu
+
+# The training images' Dockerfiles, linted (hadolint ships inside its PyPI wheel).
+for dockerfile in training/Dockerfile training/Dockerfile.gpu; do
+  "$(dirname "$PYTHON")/hadolint" "$dockerfile"
+  echo "hadolint: $dockerfile clean"
+done
 
 # Lambda's limit for an unzipped bundle is 250 MB.
 for asset in cdk.out/asset.*; do

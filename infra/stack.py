@@ -45,6 +45,8 @@ class DeploySettings:
     inference_reserved_concurrency: int = PIPELINE.inference_reserved_concurrency
     api_clients: tuple[str, ...] = ()  # one API key each, in the usage plan
     waf: bool = False  # a WAF web ACL (rate per IP, oversized bodies) in front of the API
+    gpu: bool = False  # a GPU job queue (EC2 g4dn) the Keras families train on
+    gpu_spot: bool = False  # its instances on spot (cheaper; a reclaimed job fails, is rerun)
 
     @classmethod
     def from_context(cls, scope: Construct) -> DeploySettings:
@@ -65,6 +67,8 @@ class DeploySettings:
             ),
             api_clients=_clients(get("api_clients")),
             waf=_flag(get("waf"), default=False),
+            gpu=_flag(get("gpu"), default=False),
+            gpu_spot=_flag(get("gpu_spot"), default=False),
         )
 
 
@@ -144,6 +148,8 @@ class TesseraStack(Stack):
             bucket=bucket,
             environment={Env.BUCKET: bucket.bucket_name},
             schedule=settings.training_schedule,
+            gpu=settings.gpu,
+            gpu_spot=settings.gpu_spot,
         )
         self.serving = Serving(
             self,

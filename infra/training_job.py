@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
@@ -21,9 +22,12 @@ from constructs import Construct
 
 from infra.access import bucket_arn_placeholder, wildcard_resource_ack
 from infra.bundling import REPO_ROOT
+from infra.gpu import GPU_FAMILIES, GPU_JOB_DEFINITION_NAME, GpuQueue
 from tessera.config import PIPELINE, Env
 
 TRAINING_DOCKERFILE = "training/Dockerfile"
+GPU_TRAINING_DOCKERFILE = "training/Dockerfile.gpu"
+DEFAULT_FAMILY = "mlp"  # training/options.py's default: what a run without "family" fits
 RUN_STATUS_FILE = "status.json"  # training/train.py: runs/<run id>/status.json
 # Kept out of the Docker build context (and out of the asset hash computed at synth).
 BUILD_CONTEXT_EXCLUDES = [
@@ -31,6 +35,7 @@ BUILD_CONTEXT_EXCLUDES = [
     ".venv",
     "node_modules",
     "cdk.out",
+    "cdk.out.gpu",
     "build",
     "runs",
     "**/__pycache__",
@@ -59,6 +64,31 @@ TRANSIENT_START_FAILURES = (
 )
 
 
+@dataclass(frozen=True)
+class Routed:
+    """A job step that may be a choice of queues: where it starts, the submits it ends in."""
+
+    start: sfn.IChainable
+    ends: list[sfn.CustomState]
+
+
+def _image(dockerfile: str) -> ecs.ContainerImage:
+    return ecs.ContainerImage.from_asset(
+        str(REPO_ROOT),
+        file=dockerfile,
+        exclude=BUILD_CONTEXT_EXCLUDES,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+    )
+
+
+def _retry_strategies() -> list[batch.RetryStrategy]:
+    """A failure to start a container is retried; the code's own exit is final."""
+    return [
+        *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in TRANSIENT_START_FAILURES),
+        batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*")),
+    ]
+
+
 class Training(Construct):
     """POST /train, the CLI or the schedule start one execution: `{"dataset": "<name>"}`.
 
@@ -69,6 +99,9 @@ class Training(Construct):
     ChampionKept, so `describe-execution` says what the run did. Batch API hiccups are retried by
     the workflow and failures to start a container by the job definition; anything else fails
     the execution with the error and its cause, which monitoring turns into an e-mail.
+
+    The input's `family` (default mlp) is the job's TESSERA_FAMILY. With `gpu`, a second queue
+    on GPU instances (infra/gpu.py) takes the runs that fit a Keras family (or all of them).
     """
 
     def __init__(
@@ -79,6 +112,8 @@ class Training(Construct):
         bucket: s3.IBucket,
         environment: Mapping[str, str],
         schedule: str | None,
+        gpu: bool = False,
+        gpu_spot: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
@@ -174,12 +209,7 @@ class Training(Construct):
         container = batch.EcsFargateContainerDefinition(
             self,
             "Container",
-            image=ecs.ContainerImage.from_asset(
-                str(REPO_ROOT),
-                file=TRAINING_DOCKERFILE,
-                exclude=BUILD_CONTEXT_EXCLUDES,
-                platform=ecr_assets.Platform.LINUX_AMD64,
-            ),
+            image=_image(TRAINING_DOCKERFILE),
             cpu=JOB_VCPUS,
             memory=JOB_MEMORY,
             fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,
@@ -192,21 +222,37 @@ class Training(Construct):
             logging=ecs.LogDriver.aws_logs(stream_prefix="training", log_group=self.job_logs),
             readonly_root_filesystem=False,
         )
+        job_definition_props = {
+            "parameters": {"dataset": PIPELINE.default_dataset},
+            "timeout": JOB_TIMEOUT,
+            "retry_attempts": 3,
+            "propagate_tags": True,
+        }
         self.job_definition = batch.EcsJobDefinition(
             self,
             "JobDefinition",
             job_definition_name=JOB_DEFINITION_NAME,
             container=container,
-            parameters={"dataset": PIPELINE.default_dataset},
-            timeout=JOB_TIMEOUT,
-            retry_attempts=3,
-            retry_strategies=[
-                *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in TRANSIENT_START_FAILURES),
-                batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*")),
-            ],
-            propagate_tags=True,
+            retry_strategies=_retry_strategies(),
+            **job_definition_props,  # type: ignore[arg-type]
         )
-        self._acknowledge_execution_role(container)
+        self._acknowledge_execution_role(container.execution_role)
+        self.gpu: GpuQueue | None = None
+        if gpu:
+            self.gpu = GpuQueue(
+                self,
+                "Gpu",
+                vpc=self.vpc,
+                security_group=security_group,
+                image=_image(GPU_TRAINING_DOCKERFILE),
+                job_role=self.job_role,
+                job_logs=self.job_logs,
+                environment=environment,
+                job_definition_props=job_definition_props,
+                retry_strategies=_retry_strategies(),
+                spot=gpu_spot,
+            )
+            self._acknowledge_execution_role(self.gpu.container.execution_role)
 
         self.state_machine = self._workflow(bucket)
         if schedule:
@@ -226,17 +272,26 @@ class Training(Construct):
             )
 
     def _submit_job(
-        self, name: str, environment: list[dict[str, str]], *, array_size: str | None = None
+        self,
+        name: str,
+        environment: list[dict[str, str]],
+        *,
+        array_size: str | None = None,
+        on_gpu: bool = False,
     ) -> sfn.CustomState:
         """One run of the training job definition, waited for (.sync). The Batch integration is
         written out, not tasks.BatchSubmitJob: that construct grants SubmitJob on every job
         definition in the account, and neither TerminateJob nor DescribeJobs, so an aborted or
         timed-out execution would leave its job running."""
         stack = Stack.of(self)
+        queue, definition = self.job_queue, self.job_definition
+        if on_gpu:
+            assert self.gpu is not None
+            queue, definition = self.gpu.job_queue, self.gpu.job_definition
         parameters: dict[str, Any] = {
             "JobName": f"{PIPELINE.project}-{'search' if array_size else 'training'}",
-            "JobQueue": self.job_queue.job_queue_arn,
-            "JobDefinition": self.job_definition.job_definition_arn,
+            "JobQueue": queue.job_queue_arn,
+            "JobDefinition": definition.job_definition_arn,
             "Parameters": {"dataset.$": "$.dataset"},
             "ContainerOverrides": {"Environment": environment},
         }
@@ -260,6 +315,23 @@ class Training(Construct):
             backoff_rate=2,
         )
         return state
+
+    def _by_family(
+        self, name: str, environment: list[dict[str, str]], *, record_failure: sfn.IChainable
+    ) -> Routed:
+        """The job on the CPU queue; with a GPU queue, a choice first that sends the Keras
+        families (and all) to the GPU job definition instead."""
+        cpu = self._submit_job(name, environment)
+        cpu.add_catch(record_failure, result_path="$.error")
+        if self.gpu is None:
+            return Routed(start=cpu, ends=[cpu])
+        gpu = self._submit_job(f"{name}OnGpu", environment, on_gpu=True)
+        gpu.add_catch(record_failure, result_path="$.error")
+        keras = sfn.Condition.or_(
+            *(sfn.Condition.string_equals("$.family", family) for family in GPU_FAMILIES)
+        )
+        choice = sfn.Choice(self, f"{name}Where").when(keras, gpu).otherwise(cpu)
+        return Routed(start=choice, ends=[cpu, gpu])
 
     def _record_failure(self, bucket: s3.IBucket, failed: sfn.Fail) -> sfn.IChainable:
         """A job that failed on its own has written `failed` with its reason; one that was
@@ -331,33 +403,34 @@ class Training(Construct):
             self, "TrainingFailed", error_path="$.error.Error", cause_path="$.error.Cause"
         )
         record_failure = self._record_failure(bucket, failed)
-        train = self._submit_job(
-            "TrainAndPromote", [{"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"}]
-        )
-        train.add_catch(record_failure, result_path="$.error")
+        run_id = {"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"}
+        family = {"Name": Env.FAMILY, "Value.$": "$.family"}
+        train = self._by_family("TrainAndPromote", [run_id, family], record_failure=record_failure)
         # With "search_workers": N, the exhaustive search fans out first: an array job of N
         # children of the same image and entry point, each scoring its slice of the grid into
-        # runs/<execution name>/search/ (training.fanout); then the job gathers and trains.
+        # runs/<execution name>/search/ (training.fanout); then the job gathers and trains. The
+        # children fit the MLP's grid only: they run on the CPU queue whatever the family.
         fan_out = self._submit_job(
             "SearchFanOut",
             [
-                {"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"},
+                run_id,
                 {"Name": Env.SEARCH, "Value": "exhaustive"},
                 {"Name": Env.SEARCH_SHARD, "Value.$": "States.Format('-/{}', $.search_workers)"},
             ],
             array_size="$.search_workers",
         )
         fan_out.add_catch(record_failure, result_path="$.error")
-        train_searched = self._submit_job(
+        train_searched = self._by_family(
             "TrainSearched",
             [
-                {"Name": Env.RUN_ID, "Value.$": "$$.Execution.Name"},
+                run_id,
+                family,
                 {"Name": Env.SEARCH, "Value": "exhaustive"},
                 {"Name": Env.SEARCH_SHARDS, "Value.$": "States.Format('{}', $.search_workers)"},
             ],
+            record_failure=record_failure,
         )
-        train_searched.add_catch(record_failure, result_path="$.error")
-        fan_out.next(train_searched)
+        fan_out.next(train_searched.start)
 
         # training/train.py records each run in runs/<run id>/status.json; the run id is the
         # execution name (TESSERA_RUN_ID), so the workflow knows where to read the outcome.
@@ -391,17 +464,29 @@ class Training(Construct):
         use_default = sfn.Pass(
             self,
             "UseDefaultDataset",
-            result=sfn.Result.from_object({"dataset": PIPELINE.default_dataset}),
+            result=sfn.Result.from_string(PIPELINE.default_dataset),
+            result_path="$.dataset",
         )
         search_wanted = (
             sfn.Choice(self, "SearchWanted")
             .when(sfn.Condition.is_present("$.search_workers"), fan_out)
-            .otherwise(train)
+            .otherwise(train.start)
+        )
+        use_default_family = sfn.Pass(
+            self,
+            "UseDefaultFamily",
+            result=sfn.Result.from_string(DEFAULT_FAMILY),
+            result_path="$.family",
+        )
+        family_given = (
+            sfn.Choice(self, "FamilyGiven")
+            .when(sfn.Condition.is_present("$.family"), search_wanted)
+            .otherwise(use_default_family.next(search_wanted))
         )
         definition = (
             sfn.Choice(self, "DatasetGiven")
-            .when(sfn.Condition.is_present("$.dataset"), search_wanted)
-            .otherwise(use_default.next(search_wanted))
+            .when(sfn.Condition.is_present("$.dataset"), family_given)
+            .otherwise(use_default.next(family_given))
         )
         outcome = (
             sfn.Choice(self, "Promoted")
@@ -411,8 +496,9 @@ class Training(Construct):
             )
             .otherwise(sfn.Succeed(self, "ChampionKept", comment="the champion was more accurate"))
         )
-        train.next(read_report).next(outcome)
-        train_searched.next(read_report)
+        read_report.next(outcome)
+        for submit in (*train.ends, *train_searched.ends):
+            submit.next(read_report)
 
         logs_group = logs.LogGroup(
             self,
@@ -443,11 +529,19 @@ class Training(Construct):
                 "The workflow reads runs/<execution name>/status.json; the name is known only "
                 "at run time.",
             ),
-            (
-                f"arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job-definition/"
-                f"{JOB_DEFINITION_NAME}:*",
-                "SubmitJob on this stack's job definition, any revision (an ARN pins one and a "
-                "redeploy adds the next); the job queue, hence the compute, is this stack's own.",
+            *(
+                (
+                    f"arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job-definition/"
+                    f"{name}:*",
+                    "SubmitJob on this stack's job definition, any revision (an ARN pins one "
+                    "and a redeploy adds the next); the job queue, hence the compute, is this "
+                    "stack's own.",
+                )
+                for name in (
+                    (JOB_DEFINITION_NAME, GPU_JOB_DEFINITION_NAME)
+                    if self.gpu
+                    else (JOB_DEFINITION_NAME,)
+                )
             ),
             (
                 "arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*",
@@ -465,14 +559,14 @@ class Training(Construct):
         def arn(resource: str) -> str:
             return f"arn:{stack.partition}:batch:{stack.region}:{stack.account}:{resource}"
 
+        submit = [arn(f"job-definition/{JOB_DEFINITION_NAME}:*"), self.job_queue.job_queue_arn]
+        if self.gpu is not None:
+            submit += [
+                arn(f"job-definition/{GPU_JOB_DEFINITION_NAME}:*"),
+                self.gpu.job_queue.job_queue_arn,
+            ]
         for statement in (
-            iam.PolicyStatement(
-                actions=["batch:SubmitJob"],
-                resources=[
-                    arn(f"job-definition/{JOB_DEFINITION_NAME}:*"),
-                    self.job_queue.job_queue_arn,
-                ],
-            ),
+            iam.PolicyStatement(actions=["batch:SubmitJob"], resources=submit),
             iam.PolicyStatement(actions=["batch:TerminateJob"], resources=[arn("job/*")]),
             # DescribeJobs supports no resource-level permission.
             iam.PolicyStatement(actions=["batch:DescribeJobs"], resources=["*"]),
@@ -486,9 +580,9 @@ class Training(Construct):
         ):
             role.add_to_principal_policy(statement)
 
-    def _acknowledge_execution_role(self, container: batch.EcsFargateContainerDefinition) -> None:
+    def _acknowledge_execution_role(self, execution_role: iam.IRole) -> None:
         wildcard_resource_ack(
-            container.execution_role,
+            execution_role,
             "*",
             "ecr:GetAuthorizationToken supports no resource-level permission; image pulls "
             "themselves are limited to the asset repository.",

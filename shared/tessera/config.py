@@ -16,6 +16,10 @@ GLYPH_BOX = 20
 VECTOR_LENGTH = TILE_SIZE * TILE_SIZE
 # The one object per sheet Split writes beside its tiles and Vectorize is triggered by.
 TILE_BATCH = "tiles.npz"
+# The model families training fits (training/families); the Keras ones are those a GPU speeds
+# up, and deployed with a GPU queue (`-c tessera:gpu=true`) they run there.
+MODEL_FAMILIES = ("mlp", "dense", "cnn", "cnn-strong")
+KERAS_FAMILIES = ("dense", "cnn", "cnn-strong")
 
 
 class Env:

@@ -230,11 +230,22 @@ def test_the_job_gets_the_bucket_and_uses_every_vcpu(template: Template) -> None
     assert environment["TESSERA_JOBS"] == str(JOB_VCPUS)
 
 
-def test_the_workflow_defaults_the_dataset(definition: dict[str, Any]) -> None:
-    start = definition["States"][definition["StartAt"]]
+def test_the_workflow_defaults_the_dataset_and_the_family(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    start = states[definition["StartAt"]]
     assert start["Type"] == "Choice"
-    default = definition["States"][start["Default"]]
-    assert default["Result"] == {"dataset": PIPELINE.default_dataset}
+    default = states[start["Default"]]
+    # only the dataset is filled in: a family given without a dataset is kept
+    assert (default["Result"], default["ResultPath"]) == (PIPELINE.default_dataset, "$.dataset")
+    family_given = states[default["Next"]]
+    (given,) = family_given["Choices"]
+    assert given == {"Variable": "$.family", "IsPresent": True, "Next": "SearchWanted"}
+    family = states[family_given["Default"]]
+    assert (family["Result"], family["ResultPath"]) == ("mlp", "$.family")
+    # every training job fits the family asked for
+    for name in ("TrainAndPromote", "TrainSearched"):
+        environment = states[name]["Parameters"]["ContainerOverrides"]["Environment"]
+        assert {"Name": "TESSERA_FAMILY", "Value.$": "$.family"} in environment
 
 
 def test_the_workflow_is_logged_and_traced(template: Template) -> None:

@@ -102,20 +102,25 @@ def test_a_bad_upload_is_quarantined_and_nothing_is_dead_lettered(
     assert all(depth == 0 for depth in runtime.queue_depths().values())
 
 
-def test_train_then_predict_over_http(
-    runtime: LocalRuntime, ingested: dict[str, int], digits: Glyphs
-) -> None:
-    # WHEN training is started over the API (a local process of the container's entry point)
-    status, started = http(runtime.api_url + "/train", {"dataset": "digits"})
-    assert status == 202
+def finished_run(runtime: LocalRuntime, status_key: str) -> dict[str, Any]:
     s3 = runtime.client("s3")
     deadline = time.monotonic() + 300
     result: dict[str, Any] = {"status": "running"}
     while result["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.5)
-        if count(runtime, started["status_key"]):
-            body = s3.get_object(Bucket=runtime.bucket, Key=started["status_key"])["Body"]
+        if count(runtime, status_key):
+            body = s3.get_object(Bucket=runtime.bucket, Key=status_key)["Body"]
             result = json.loads(body.read())
+    return result
+
+
+def test_train_then_predict_over_http(
+    runtime: LocalRuntime, ingested: dict[str, int], digits: Glyphs
+) -> None:
+    # WHEN training is started over the API (a local process of the container's entry point)
+    status, started = http(runtime.api_url + "/train", {"dataset": "digits"})
+    assert (status, started["family"]) == (202, "mlp")
+    result = finished_run(runtime, started["status_key"])
     assert result["status"] == "succeeded", result
     assert result["promoted"] is True
     # THEN unseen digits are classified over HTTP by the promoted version
@@ -208,7 +213,9 @@ def test_the_real_aws_cli_works_against_the_local_endpoint(
         (b"[" * 5_000 + b"]" * 5_000, 400, "invalid_json"),
         (b'{"dataset": "../../x"}', 400, "bad_request"),
         (b'{"datasets": "digits"}', 400, "bad_request"),
-        (b'{"dataset": "digits", "family": "all"}', 400, "bad_request"),
+        (b'{"dataset": "digits", "epochs": 3}', 400, "bad_request"),
+        (b'{"dataset": "digits", "family": "resnet"}', 400, "bad_request"),
+        (b'{"dataset": "digits", "family": "cnn", "search_workers": 2}', 400, "bad_request"),
         (b'{"dataset": "nothing-here"}', 404, "dataset_not_found"),
     ],
 )
@@ -394,3 +401,21 @@ def test_a_flood_of_corrections_over_http_is_all_stored_and_audited(
     assert sum(len(tile_history(store, "digits", tile)) for tile in tiles) == stored
     layer = current_corrections(store, "digits")
     assert set(layer) == set(tiles) and all(layer[t].label == labels[t] for t in tiles)
+
+
+def test_a_training_request_picks_the_family_it_fits(
+    runtime: LocalRuntime, ingested: dict[str, int]
+) -> None:
+    # (last in the module: the model it trains may become the champion)
+    status, started = http(runtime.api_url + "/train", {"dataset": "digits", "family": "dense"})
+    assert (status, started["family"]) == (202, "dense")
+    result = finished_run(runtime, started["status_key"])
+    assert (result["status"], result["family"]) == ("succeeded", "dense"), result
+    metrics = json.loads(
+        runtime.client("s3")
+        .get_object(Bucket=runtime.bucket, Key=f"models/digits/{result['version']}/metrics.json")[
+            "Body"
+        ]
+        .read()
+    )
+    assert metrics["family"] == "dense" and metrics["params"]["device"] == "CPU"

@@ -111,11 +111,18 @@ def test_a_top_k_of_ascii_digits_in_the_query_is_read() -> None:
 def test_a_training_request_names_its_datasets(body: str | None, expected: list[str]) -> None:
     assert parse_train_request(body) == expected
     assert parse_training(body).search_workers == 0
+    assert parse_training(body).family == "mlp"
 
 
 def test_a_training_request_may_fan_its_search_out() -> None:
     request = parse_training('{"dataset": "digits", "search_workers": 8}')
     assert (request.datasets, request.search_workers) == (["digits"], 8)
+    assert parse_training('{"family": "all", "search_workers": 2}').search_workers == 2
+
+
+@pytest.mark.parametrize("family", ["mlp", "dense", "cnn", "cnn-strong", "all"])
+def test_a_training_request_may_pick_the_family(family: str) -> None:
+    assert parse_training(json.dumps({"dataset": "digits", "family": family})).family == family
 
 
 @pytest.mark.parametrize(
@@ -134,6 +141,11 @@ def test_a_training_request_may_fan_its_search_out() -> None:
         '{"dataset": "a", "search_workers": 21}',
         '{"dataset": "a", "search_workers": true}',
         '{"dataset": "a", "search_workers": "4"}',
+        '{"dataset": "a", "family": "transfer"}',
+        '{"dataset": "a", "family": "CNN"}',
+        '{"dataset": "a", "family": ["cnn"]}',
+        '{"dataset": "a", "family": null}',
+        '{"dataset": "a", "family": "cnn", "search_workers": 4}',
         "[" * 10_000 + "]" * 10_000,
         "{" * 20_000,
     ],

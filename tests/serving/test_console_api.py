@@ -263,22 +263,32 @@ def test_train_starts_the_workflow_only_for_a_dataset_that_has_rows(
     (execution,) = client.list_executions(stateMachineArn=arn)["executions"]
     assert execution["name"] == answer["execution"] == answer["executionArn"].split(":")[-1]
     described = client.describe_execution(executionArn=answer["executionArn"])
-    assert json.loads(described["input"]) == {"dataset": "digits"}
+    # the family is always in the input: the workflow picks the job's queue by it
+    assert json.loads(described["input"]) == {"dataset": "digits", "family": "mlp"}
     assert answer["status_key"] == f"runs/{answer['execution']}/status.json"
     # a fanned-out search goes into the workflow's input, for its array job
     status, searched, _ = call("POST", path, {"dataset": "digits", "search_workers": 4})
     assert status == 202
     described = client.describe_execution(executionArn=searched["executionArn"])
-    assert json.loads(described["input"]) == {"dataset": "digits", "search_workers": 4}
+    assert json.loads(described["input"]) == {
+        "dataset": "digits",
+        "family": "mlp",
+        "search_workers": 4,
+    }
+    status, keras, _ = call("POST", path, {"dataset": "digits", "family": "cnn"})
+    assert (status, keras["family"]) == (202, "cnn")
+    described = client.describe_execution(executionArn=keras["executionArn"])
+    assert json.loads(described["input"]) == {"dataset": "digits", "family": "cnn"}
     # refused before anything starts: no dataset, a name against the rules, nonsense bodies
     for body, code, expected in (
         ({"dataset": "letters"}, 404, "dataset_not_found"),
         ({"dataset": "../../x"}, 400, "bad_request"),
         ({"datasets": ["digits", "digits"]}, 400, "bad_request"),
+        ({"dataset": "digits", "family": "resnet"}, 400, "bad_request"),
         (b"null", 400, "bad_request"),
         (b"[" * 100_000, 413, "body_too_large"),
     ):
         status, refused, _ = call("POST", path, body)
         assert (status, refused["error"]["code"]) == (code, expected), body
         assert "NoneType" not in refused["error"]["message"]
-    assert len(client.list_executions(stateMachineArn=arn)["executions"]) == 2
+    assert len(client.list_executions(stateMachineArn=arn)["executions"]) == 3

@@ -86,3 +86,5 @@ def test_keras_dense_export_matches_keras(digits: Glyphs) -> None:
     assert np.abs(outputs["probabilities"] - model.probabilities(x)).max() < 1e-4
     assert np.abs(outputs["embedding"] - model.embedding(x)).max() < 1e-3
     assert len(model.history["val_loss"]) == model.epochs_run <= 2
+    # where it ran is recorded: this machine has no GPU
+    assert model.params["device"] == "CPU"

@@ -16,6 +16,7 @@ the best epoch (the one kept), the hyper-parameters used, and the search table w
 
 from __future__ import annotations
 
+from tessera.config import MODEL_FAMILIES
 from training.errors import TrainingError
 from training.families.base import CV_FOLDS, FitOptions, FittedModel, Floats, Labels, SearchReport
 from training.families.keras import KERAS_RECIPES, fit_keras
@@ -32,7 +33,7 @@ __all__ = [
     "fit_family",
 ]
 
-FAMILIES = ("mlp", "dense", "cnn", "cnn-strong")
+FAMILIES = MODEL_FAMILIES
 # Trains on a champion's features (--base-model); in `all` when a base model is given.
 TRANSFER = "transfer"
 

@@ -113,12 +113,23 @@ def keras_models(
     return trained, exported
 
 
+def keras_device() -> str:
+    """Where Keras fits: "GPU" with the GPUs TensorFlow sees (the GPU image on the GPU queue),
+    else "CPU". Recorded with the model's hyper-parameters, so a run shows where it ran."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU x{len(gpus)}" if gpus else "CPU"
+
+
 def fit_keras(family: str, x: Floats, y: Labels, options: FitOptions) -> FittedModel:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     started = time.perf_counter()
     recipe = KERAS_RECIPES[family]
+    device = keras_device()
+    log(f"{family}: fitting on {device}")
     keras.utils.set_random_seed(options.seed)
     classes = [str(c) for c in np.unique(y)]
     # Keras' validation_split takes the last rows: shuffle first so it is a fair sample.
@@ -216,6 +227,7 @@ def fit_keras(family: str, x: Floats, y: Labels, options: FitOptions) -> FittedM
             "layers": [layer.__class__.__name__ for layer in exported.layers],
             "parameters": int(exported.count_params()),
             "augmentation": None if augmentation is None else asdict(augmentation),
+            "device": device,
         },
         seconds=round(time.perf_counter() - started, 2),
     )

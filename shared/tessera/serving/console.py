@@ -264,7 +264,7 @@ def start_training(
             "bad_request", "the workflow trains one dataset per run: start one run per dataset"
         )
     name = f"run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    execution_input: dict[str, Any] = {"dataset": datasets[0]}
+    execution_input: dict[str, Any] = {"dataset": datasets[0], "family": request.family}
     if request.search_workers:
         execution_input["search_workers"] = request.search_workers
     started = stepfunctions.start_execution(
@@ -275,6 +275,7 @@ def start_training(
         "executionArn": started["executionArn"],
         "startDate": started["startDate"].isoformat(),
         "datasets": datasets,
+        "family": request.family,
         "status_key": f"{PIPELINE.prefixes.runs}{name}/status.json",
     }
 

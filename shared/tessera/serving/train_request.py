@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tessera.config import PIPELINE
+from tessera.config import MODEL_FAMILIES, PIPELINE
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name
 from tessera.serving.api_input import json_object
@@ -17,6 +17,9 @@ MAX_TRAIN_DATASETS = 20
 
 
 MAX_SEARCH_WORKERS = 20
+# What a request may ask training for: one family, or every family (the most accurate competes).
+TRAINABLE = (*MODEL_FAMILIES, "all")
+DEFAULT_FAMILY = "mlp"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class TrainRequest:
     # The exhaustive hyper-parameter search fanned out to this many workers (0: no search);
     # deployed an AWS Batch array job, locally worker processes (training.fanout).
     search_workers: int = 0
+    # One of TRAINABLE; the Keras families (and "all") run on the GPU queue where there is one.
+    family: str = DEFAULT_FAMILY
 
 
 def parse_train_request(body: str | None) -> list[str]:
@@ -36,7 +41,8 @@ def parse_training(body: str | None) -> TrainRequest:
     """`POST /train`'s body -> what to train, or `InvalidInput` saying why.
 
     `{}` or no body trains the default dataset; `{"dataset": NAME}` or `{"datasets": [...]}`
-    name others; `"search_workers": N` (2-20) picks the MLP's hyper-parameters by the exhaustive
+    name others; `"family"` picks what to fit (`mlp`, the default, `dense`, `cnn`, `cnn-strong`
+    or `all`); `"search_workers": N` (2-20) picks the MLP's hyper-parameters by the exhaustive
     search over the reference grid, fanned out to N workers. Every name is checked against the
     naming rules before anything starts.
     """
@@ -48,12 +54,16 @@ def parse_training(body: str | None) -> TrainRequest:
     if not raw.strip():
         return TrainRequest([PIPELINE.default_dataset])
     document = json_object(raw, example='{"dataset": "digits"}')
-    unknown = sorted(set(document) - {"dataset", "datasets", "search_workers"})
+    unknown = sorted(set(document) - {"dataset", "datasets", "family", "search_workers"})
     if unknown:
         raise InvalidInput(
             "bad_request",
-            f"unknown field(s) {unknown}; use 'dataset' or 'datasets' (and 'search_workers')",
+            f"unknown field(s) {unknown}; use 'dataset' or 'datasets' (and 'family', "
+            "'search_workers')",
         )
+    family = document.get("family", DEFAULT_FAMILY)
+    if not isinstance(family, str) or family not in TRAINABLE:
+        raise InvalidInput("bad_request", f"'family' is one of {', '.join(TRAINABLE)}")
     if "dataset" in document and "datasets" in document:
         raise InvalidInput("bad_request", "give 'dataset' or 'datasets', not both")
     workers = document.get("search_workers", 0)
@@ -65,6 +75,10 @@ def parse_training(body: str | None) -> TrainRequest:
         raise InvalidInput(
             "bad_request", f"'search_workers' is an integer within 2..{MAX_SEARCH_WORKERS}"
         )
+    if workers and family not in ("mlp", "all"):
+        raise InvalidInput(
+            "bad_request", "'search_workers' searches the mlp family's grid: use mlp or all"
+        )
     names: Any = document.get("datasets", [document.get("dataset", PIPELINE.default_dataset)])
     if not isinstance(names, list) or not names or len(names) > MAX_TRAIN_DATASETS:
         raise InvalidInput(
@@ -73,6 +87,6 @@ def parse_training(body: str | None) -> TrainRequest:
     if not all(isinstance(name, str) for name in names):
         raise InvalidInput("bad_request", "dataset names are strings")
     try:
-        return TrainRequest([validate_dataset_name(name) for name in names], workers)
+        return TrainRequest([validate_dataset_name(name) for name in names], workers, family)
     except InvalidInput as error:
         raise InvalidInput("bad_request", error.message) from None
