@@ -138,3 +138,43 @@ def test_a_pump_runs_invocations_side_by_side() -> None:
         pump.stop()
         pump.join(timeout=10)
     assert (pump.stats.succeeded, pump.stats.failed, pump.stats.in_flight) == (3, 0, 0)
+
+
+def test_a_long_invocation_keeps_its_message_from_the_other_pollers() -> None:
+    """A 1 s visibility timeout and a 3 s invocation: without the pump's lease a second poller
+    would get the message again after a second and do the work twice."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="tessera-lease", Attributes={"VisibilityTimeout": "1"})[
+            "QueueUrl"
+        ]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        queue = ProvisionedQueue(
+            spec=PIPELINE.queue_for("split"), url=url, arn=arn, dlq_url=url, dlq_arn=arn
+        )
+        calls: list[str] = []
+
+        def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            calls.extend(record["messageId"] for record in event["Records"])
+            time.sleep(3)
+            return {"batchItemFailures": []}
+
+        pump = EventPump(
+            sqs=sqs,
+            queue=queue,
+            handler=handler,
+            region="us-east-1",
+            concurrency=3,
+            visibility_timeout=1,
+        )
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
+        pump.start()
+        deadline = time.monotonic() + 30
+        while pump.stats.succeeded < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # a redelivery would have been picked up by now
+        pump.stop()
+        pump.join(timeout=10)
+    assert len(calls) == 1 and pump.stats.succeeded == 1

@@ -197,6 +197,9 @@ def run(sheets: int, cells: int, cols: int, timeout: float) -> dict[str, Any]:
         # is a billed SendMessage: one per message a pump saw through.
         messages = sum(p.stats.succeeded for p in runtime.pumps) - start_messages
         counts[("sqs", "SendMessage")] += messages
+        # The local pumps' leases on messages in flight: deployed, the visibility timeout
+        # outlasts the function's, and Lambda makes no such call.
+        leases = counts.pop(("sqs", "ChangeMessageVisibilityBatch"), 0)
         from tessera.storage.s3 import S3ObjectStore
 
         store = S3ObjectStore(bucket=runtime.bucket)  # its pool is sized for the loader
@@ -234,6 +237,7 @@ def run(sheets: int, cells: int, cols: int, timeout: float) -> dict[str, Any]:
         "invocations": invocations,
         "invocations_per_tile": round(sum(invocations.values()) / expected, 4),
         "handler_seconds": {f: round(s, 2) for f, s in busy.items()},
+        "local_lease_extensions": leases,
         "usd_per_1000_tiles": price_per_1000_tiles(
             requests, sum(invocations.values()), gb_seconds, expected
         ),

@@ -3,18 +3,19 @@ the real SQS event shape, delete what succeeded, leave failures for retry and re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tessera_dev.local.resources import ProvisionedQueue
+from tessera_dev.local.resources import LOCAL_VISIBILITY_TIMEOUT_SECONDS, ProvisionedQueue
 
 log = logging.getLogger("tessera_dev.local.pump")
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -90,6 +91,7 @@ class EventPump(threading.Thread):
         handler: Handler,
         region: str,
         concurrency: int = 1,
+        visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(name=f"pump-{queue.spec.function}", daemon=True)
         self.sqs = sqs
@@ -97,6 +99,7 @@ class EventPump(threading.Thread):
         self.handler = handler
         self.region = region
         self.concurrency = max(1, concurrency)
+        self.visibility_timeout = visibility_timeout
         self.stats = PumpStats()
         self._stats_lock = threading.Lock()
         self._stop_event = threading.Event()
@@ -137,7 +140,8 @@ class EventPump(threading.Thread):
         with self._stats_lock:
             self.stats.in_flight += len(messages)
         try:
-            failed = self._invoke(messages)
+            with self._kept_invisible(messages):
+                failed = self._invoke(messages)
         finally:
             with self._stats_lock:
                 self.stats.in_flight -= len(messages)
@@ -154,6 +158,38 @@ class EventPump(threading.Thread):
             self.stats.succeeded += len(done)
             self.stats.failed += len(failed)
         return len(messages)
+
+    @contextlib.contextmanager
+    def _kept_invisible(self, messages: list[dict[str, Any]]) -> Iterator[None]:
+        """While the handler runs, its messages stay invisible to the other pollers. Deployed,
+        the visibility timeout is six times the function's timeout, so a message never comes
+        back while its invocation lives; locally it is seconds (failures come back fast), so
+        the pump extends it, up to the function's timeout, as a live invocation's lease."""
+        done = threading.Event()
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
+
+        def extend() -> None:
+            deadline = time.monotonic() + self.queue.spec.function_timeout_seconds
+            while not done.wait(self.visibility_timeout / 2) and time.monotonic() < deadline:
+                try:
+                    self.sqs.change_message_visibility_batch(
+                        QueueUrl=self.queue.url,
+                        Entries=[
+                            {**e, "VisibilityTimeout": self.visibility_timeout} for e in entries
+                        ],
+                    )
+                except Exception:  # the lease is best effort: a redelivery is idempotent
+                    log.warning("could not extend the visibility of a %s batch", self.name)
+
+        lease = threading.Thread(target=extend, name=f"{self.name}-lease", daemon=True)
+        lease.start()
+        try:
+            yield
+        finally:
+            done.set()
+            lease.join()
 
     def _invoke(self, messages: list[dict[str, Any]]) -> set[str]:
         """Message ids the handler reported as failed (all of them if it raised)."""
