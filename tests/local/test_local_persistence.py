@@ -8,12 +8,16 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+import boto3
 import pytest
 from moto.moto_api._internal.models import moto_api_backend
 
@@ -383,3 +387,34 @@ def test_stopping_on_a_full_disk_names_what_is_lost(
     runtime.stop()
     assert runtime.unsaved_on_stop == ["late.txt"]
     assert "1 object(s) are not on disk" in caplog.text and "late.txt" in caplog.text
+
+
+def test_ctrl_c_in_a_terminal_still_saves_the_bucket(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C interrupts the whole foreground process group: moto's server must
+    outlast it until the runtime's last snapshot is taken from it."""
+    data_dir = tmp_path / "data"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "tessera_dev.cli", "local", "up", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+    )
+    try:
+        assert up.stdout is not None
+        described = json.loads(up.stdout.readline())
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=described["aws_endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        # written just now: only the last snapshot, on the way out, can save it
+        s3.put_object(Bucket=described["bucket"], Key="notes/kept.txt", Body=b"kept")
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+    saved = [stored.key for stored in BucketMirror(data_dir, described["bucket"]).stored()]
+    assert "notes/kept.txt" in saved

@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -104,6 +105,9 @@ class AwsServer:
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": path},
+            # Out of the terminal's process group: Ctrl-C reaches the runtime, which takes its
+            # last snapshot from this server before it closes its input; not the server first.
+            start_new_session=True,
         )
         assert self._process.stdout is not None
         line = _read_line(self._process.stdout, START_SECONDS)
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--middleware", help="module:callable wrapping the WSGI app")
     args = parser.parse_args(argv)
+    # Interrupts are the runtime's to handle: it stops this server when it is done with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         serve(args.host, args.port, args.middleware, sys.stdout, sys.stdin)
     except OSError as error:  # the port is taken, the address is not this machine's
