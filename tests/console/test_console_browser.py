@@ -270,3 +270,23 @@ def champion_of(registry: ModelRegistry) -> str:
     pointer = registry.champion()
     assert pointer is not None
     return str(pointer["version"])
+
+
+def test_training_is_started_from_the_models_view_with_the_family_picked(
+    console: dict[str, Any],
+) -> None:
+    page = console["page"]
+    # (last in the module: the version it trains may become the champion)
+    registry = ModelRegistry(console["store"], "digits")
+    before = set(registry.versions())
+    page.goto(f"{console['url']}/#models")
+    page.wait_for_selector("#versions tbody tr")
+    page.select_option("#train-family", "dense")
+    page.click("#train")
+    expect(page.locator("#train-status")).to_contain_text("succeeded", timeout=180_000)
+    # the new version is a dense net, listed once the run is over
+    expect(page.locator("#versions tbody tr td:nth-child(2)", has_text="dense")).to_have_count(1)
+    (new,) = set(registry.versions()) - before
+    expect(page.locator(f"#versions tr[data-version='{new}'] td:nth-child(2)")).to_have_text(
+        "dense"
+    )

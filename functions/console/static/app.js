@@ -360,7 +360,8 @@ async function makeChampion(name, version) {
 
 $("train").addEventListener("click", async () => {
   try {
-    const started = await api("console/train", { method: "POST", body: { dataset: dataset() } });
+    const body = { dataset: dataset(), family: $("train-family").value };
+    const started = await api("console/train", { method: "POST", body });
     // the local runtime names its run; deployed, the run id is the execution's name
     const run = started.execution || started.executionArn.split(":").pop();
     $("train-status").textContent = `${run}: started`;
