@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from tessera.config import PIPELINE, Env
 from tessera.corrections import UnknownTile
@@ -39,6 +40,7 @@ from tessera_dev.local.recovery import resend_unfinished
 from tessera_dev.local.resources import ProvisionedQueue, provision
 
 REGION = "us-east-1"
+MAX_CONNECTIONS = 64
 _CREDENTIALS = {
     # moto accepts any credentials; these only keep boto3 from looking for real ones.
     "AWS_ACCESS_KEY_ID": "testing",
@@ -106,7 +108,14 @@ class LocalRuntime:
         }
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.aws_endpoint, region_name=REGION)
+        # One SQS client serves every pump's pollers and their leases (up to 8 calls at once
+        # per queue): a pool that size keeps their connections instead of reopening them.
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_endpoint,
+            region_name=REGION,
+            config=Config(max_pool_connections=MAX_CONNECTIONS),
+        )
 
     def start(self) -> LocalRuntime:
         """Raises `DataDirError` before anything starts if the data directory cannot be used."""
