@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from tessera.config import PIPELINE
 from tessera.errors import CodedError
+from tessera.serving.train_request import TRAINABLE
 from tessera_dev.local.persistence import SNAPSHOT_SECONDS
 
 # Where `tessera local up` keeps its bucket between runs (TESSERA_DATA_DIR names the reference
@@ -92,7 +93,13 @@ def _client_command(args: argparse.Namespace) -> int:
         elif args.command == "predict":
             result = client.predict(target, args.image, model=args.model, top_k=args.top_k)
         elif args.command == "train":
-            result = client.train(target, datasets=args.dataset, wait=args.wait, progress=progress)
+            result = client.train(
+                target,
+                datasets=args.dataset,
+                family=args.family,
+                wait=args.wait,
+                progress=progress,
+            )
         elif args.command == "status":
             result = client.status(target, args.run_id)
         elif args.command == "models":
@@ -197,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     train = client_parser("train", "start training; --wait follows it to its end")
     train.add_argument("--dataset", action="append", default=[], required=True)
+    train.add_argument(
+        "--family",
+        default="mlp",
+        choices=TRAINABLE,
+        help="what to fit (default mlp); deployed with tessera:gpu, Keras families run on GPUs",
+    )
     train.add_argument("--wait", action="store_true")
     status = client_parser("status", "a training run's status")
     status.add_argument("run_id")

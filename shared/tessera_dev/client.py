@@ -234,13 +234,15 @@ def train(
     target: Target,
     *,
     datasets: list[str],
+    family: str = "mlp",
     wait: bool = False,
     progress: Callable[[str], None] = lambda _message: None,
     timeout: float = 4 * 3600,
 ) -> dict[str, Any]:
-    """Start a run (POST /train) and, with `wait`, follow it until it ends."""
+    """Start a run (POST /train) of `family` and, with `wait`, follow it until it ends."""
     names = [validate_dataset_name(name) for name in datasets]
-    body = json.dumps({"datasets": names} if target.local else {"dataset": names[0]}).encode()
+    request: dict[str, Any] = {"datasets": names} if target.local else {"dataset": names[0]}
+    body = json.dumps({**request, "family": family}).encode()
     if target.local:
         started = _request(target, "POST", f"{target.api_url}train", body)
         run_id = str(started["execution"])

@@ -58,12 +58,14 @@ def test_the_client_runs_the_pipeline_end_to_end(
     key = client.drop(target, sheet, dataset="digits", row_labels=list(LABELS), grid="3x30")
     assert key == "incoming/train/digits/rows.png"
     _wait_for_rows(target, "datasets/digits/rows/", 90)  # one shard: the sheet's 90 rows
-    # WHEN it trains and waits, twice (two versions)
+    # WHEN it trains and waits, twice (two versions: the default family, then a dense net)
     seen: list[str] = []
     first = client.train(target, datasets=["digits"], wait=True, progress=seen.append)
-    second = client.train(target, datasets=["digits"], wait=True)
-    # THEN both runs succeeded, their status reads back, and progress was reported
+    second = client.train(target, datasets=["digits"], family="dense", wait=True)
+    # THEN both runs succeeded, each fitted the family asked for, their status reads back, and
+    # progress was reported
     assert first["status"] == second["status"] == "succeeded"
+    assert (first["family"], second["family"]) == ("mlp", "dense")
     assert client.status(target, first["run_id"])["version"] == first["version"]
     assert any("succeeded" in line for line in seen)
     # AND the API predicts with the champion and lists both versions
