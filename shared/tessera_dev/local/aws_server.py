@@ -33,8 +33,8 @@ STOP_SECONDS = 5.0
 def list_moto_modules_once() -> None:
     """moto's server, on every request, lists moto's package directory and stats each of its
     ~180 entries to see whether the Host header names a service (`host in
-    list_of_moto_modules()` in moto.moto_server.werkzeug_app, moto 5.2.5): a fifth of the
-    server's CPU under a burst of tile PUTs, for a list that cannot change while it runs.
+    list_of_moto_modules()` in moto.moto_server.werkzeug_app, moto 5.2.5): about a fifth of
+    the busy time under a burst of tile PUTs, for a list that cannot change while it runs.
     Listed once instead; the server's answers are the same."""
     import moto.backends
 
