@@ -162,3 +162,12 @@ def test_gpu_requirements_are_the_cpu_pins_with_tensorflow_for_cuda() -> None:
     assert gpu == cpu
     assert "tensorflow[and-cuda]==" in (REPO_ROOT / "training" / "requirements-gpu.txt").read_text()
     assert set(KERAS_FAMILIES) < set(MODEL_FAMILIES)
+
+
+def test_gpu_spot_puts_the_instances_on_spot(tmp_path: Path) -> None:
+    spot = synthesize(
+        tmp_path / "cdk.out", {**TEST_CONTEXT, "tessera:gpu": True, "tessera:gpu_spot": True}
+    )
+    environments = resources(spot.template, "AWS::Batch::ComputeEnvironment").values()
+    types = {e["Properties"]["ComputeResources"]["Type"] for e in environments}
+    assert types == {"FARGATE", "SPOT"}
