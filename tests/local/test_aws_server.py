@@ -51,9 +51,12 @@ def _gone(pid: int, within: float) -> bool:
         except ProcessLookupError:
             return True
         # a zombie is gone too: its parent (killed) cannot reap it, init will
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().split(") ", 1)[1].startswith("Z"):
-                return True
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ", 1)[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:  # reaped between the two looks
+            return True
         time.sleep(0.1)
     return False
 
