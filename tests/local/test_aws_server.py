@@ -144,11 +144,11 @@ def test_a_pump_runs_invocations_side_by_side() -> None:
 
 
 def test_a_long_invocation_keeps_its_message_from_the_other_pollers() -> None:
-    """A 1 s visibility timeout and a 3 s invocation: without the pump's lease a second poller
-    would get the message again after a second and do the work twice."""
+    """A 2 s visibility timeout and a 5 s invocation: without the pump's lease a second poller
+    would get the message again after two seconds and do the work twice."""
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
-        url = sqs.create_queue(QueueName="tessera-lease", Attributes={"VisibilityTimeout": "1"})[
+        url = sqs.create_queue(QueueName="tessera-lease", Attributes={"VisibilityTimeout": "2"})[
             "QueueUrl"
         ]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
@@ -161,7 +161,7 @@ def test_a_long_invocation_keeps_its_message_from_the_other_pollers() -> None:
 
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             calls.extend(record["messageId"] for record in event["Records"])
-            time.sleep(3)
+            time.sleep(5)
             return {"batchItemFailures": []}
 
         pump = EventPump(
@@ -170,14 +170,14 @@ def test_a_long_invocation_keeps_its_message_from_the_other_pollers() -> None:
             handler=handler,
             region="us-east-1",
             concurrency=3,
-            visibility_timeout=1,
+            visibility_timeout=2,
         )
         sqs.send_message(QueueUrl=url, MessageBody="{}")
         pump.start()
         deadline = time.monotonic() + 30
         while pump.stats.succeeded < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(1.5)  # a redelivery would have been picked up by now
+        time.sleep(2.5)  # a redelivery would have been picked up by now
         pump.stop()
         pump.join(timeout=10)
     assert len(calls) == 1 and pump.stats.succeeded == 1
