@@ -23,11 +23,10 @@ from constructs import Construct
 from infra.access import bucket_arn_placeholder, wildcard_resource_ack
 from infra.bundling import REPO_ROOT
 from infra.gpu import GPU_FAMILIES, GPU_JOB_DEFINITION_NAME, GpuQueue
-from tessera.config import PIPELINE, Env
+from tessera.config import DEFAULT_FAMILY, PIPELINE, Env
 
 TRAINING_DOCKERFILE = "training/Dockerfile"
 GPU_TRAINING_DOCKERFILE = "training/Dockerfile.gpu"
-DEFAULT_FAMILY = "mlp"  # training/options.py's default: what a run without "family" fits
 RUN_STATUS_FILE = "status.json"  # training/train.py: runs/<run id>/status.json
 # Kept out of the Docker build context (and out of the asset hash computed at synth).
 BUILD_CONTEXT_EXCLUDES = [

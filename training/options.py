@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tessera.config import Env
+from tessera.config import DEFAULT_FAMILY, Env
 from training.families import FAMILIES, TRANSFER
 
 ENTRY_POINT_HELP = """The training job: the same command runs in the container and locally.
@@ -33,7 +33,7 @@ class TrainOptions:
     model_name: str | None = None
     base_model: str | None = None
     run_id: str | None = None
-    family: str = "mlp"
+    family: str = DEFAULT_FAMILY
     search: str = "none"
     search_rows: int = 10_000
     search_grid: str = "reference"
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     )
     parser.add_argument(
         "--family",
-        default=env(Env.FAMILY, "mlp"),
+        default=env(Env.FAMILY, DEFAULT_FAMILY),
         choices=[*FAMILIES, TRANSFER, "all"],
     )
     parser.add_argument(

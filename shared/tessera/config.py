@@ -19,6 +19,7 @@ TILE_BATCH = "tiles.npz"
 # The model families training fits (training/families); the Keras ones are those a GPU speeds
 # up, and deployed with a GPU queue (`-c tessera:gpu=true`) they run there.
 MODEL_FAMILIES = ("mlp", "dense", "cnn", "cnn-strong")
+DEFAULT_FAMILY = "mlp"  # what a training run fits unless told otherwise
 KERAS_FAMILIES = ("dense", "cnn", "cnn-strong")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError as BotoClientError
 
-from tessera.config import PIPELINE
+from tessera.config import DEFAULT_FAMILY, PIPELINE
 from tessera.errors import CodedError
 from tessera.serving.train_request import TRAINABLE
 from tessera_dev.local.persistence import SNAPSHOT_SECONDS
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", action="append", default=[], required=True)
     train.add_argument(
         "--family",
-        default="mlp",
+        default=DEFAULT_FAMILY,
         choices=TRAINABLE,
         help="what to fit (default mlp); deployed with tessera:gpu, Keras families run on GPUs",
     )

@@ -27,7 +27,7 @@ import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from tessera.config import PIPELINE
+from tessera.config import DEFAULT_FAMILY, PIPELINE
 from tessera.errors import CodedError, InvalidInput
 from tessera.names import validate_dataset_name, validate_label, validate_model_name
 from tessera.serving import console
@@ -234,7 +234,7 @@ def train(
     target: Target,
     *,
     datasets: list[str],
-    family: str = "mlp",
+    family: str = DEFAULT_FAMILY,
     wait: bool = False,
     progress: Callable[[str], None] = lambda _message: None,
     timeout: float = 4 * 3600,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tessera.config import MODEL_FAMILIES, PIPELINE
+from tessera.config import DEFAULT_FAMILY, MODEL_FAMILIES, PIPELINE
 from tessera.errors import InvalidInput
 from tessera.names import validate_dataset_name
 from tessera.serving.api_input import json_object
@@ -19,7 +19,6 @@ MAX_TRAIN_DATASETS = 20
 MAX_SEARCH_WORKERS = 20
 # What a request may ask training for: one family, or every family (the most accurate competes).
 TRAINABLE = (*MODEL_FAMILIES, "all")
-DEFAULT_FAMILY = "mlp"
 
 
 @dataclass(frozen=True)
