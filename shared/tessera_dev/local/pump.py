@@ -70,6 +70,11 @@ def sqs_event(messages: list[dict[str, Any]], *, queue_arn: str, region: str) ->
     }
 
 
+def _entries(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The batch calls' entries (delete, change visibility) naming these received messages."""
+    return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+
+
 @dataclass
 class PumpStats:
     batches: int = 0
@@ -147,12 +152,7 @@ class EventPump(threading.Thread):
                 self.stats.in_flight -= len(messages)
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
-            self.sqs.delete_message_batch(
-                QueueUrl=self.queue.url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
-                ],
-            )
+            self.sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=_entries(done))
         with self._stats_lock:
             self.stats.batches += 1
             self.stats.succeeded += len(done)
@@ -166,9 +166,7 @@ class EventPump(threading.Thread):
         back while its invocation lives; locally it is seconds (failures come back fast), so
         the pump extends it, up to the function's timeout, as a live invocation's lease."""
         done = threading.Event()
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-        ]
+        entries = _entries(messages)
 
         def extend() -> None:
             deadline = time.monotonic() + self.queue.spec.function_timeout_seconds
