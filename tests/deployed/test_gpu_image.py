@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra.test_pins import pins
+
 pytestmark = [pytest.mark.deployed, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,11 +40,7 @@ def test_the_gpu_requirements_resolve_to_linux_wheels_with_cuda(tmp_path: Path) 
         item["metadata"]["name"].lower(): item["metadata"]["version"]
         for item in json.loads(report.read_text())["install"]
     }
-    pinned = dict(
-        line.split("==")
-        for line in (REPO_ROOT / "training" / "requirements.txt").read_text().splitlines()
-        if "==" in line
-    )
+    pinned = pins((REPO_ROOT / "training" / "requirements.txt").read_text().splitlines())
     assert installed["tensorflow"] == pinned["tensorflow-cpu"]
     assert "tensorflow-cpu" not in installed
     # TensorFlow loads these at start-up to find the GPU: without them it trains on the CPU

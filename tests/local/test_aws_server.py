@@ -113,18 +113,26 @@ def test_the_server_does_not_outlive_a_killed_runtime() -> None:
     assert _refuses(started["endpoint"])
 
 
+def _split_queue(sqs: Any, name: str, visibility_timeout: int | None = None) -> ProvisionedQueue:
+    """A queue on moto, described as the split function's (its own DLQ left out)."""
+    attributes = (
+        {} if visibility_timeout is None else {"VisibilityTimeout": str(visibility_timeout)}
+    )
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return ProvisionedQueue(
+        spec=PIPELINE.queue_for("split"), url=url, arn=arn, dlq_url=url, dlq_arn=arn
+    )
+
+
 def test_a_pump_runs_invocations_side_by_side() -> None:
     """Three messages, a handler that returns only once three invocations are in it at once:
     with three pollers all succeed; one at a time, each would time out and fail."""
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
-        url = sqs.create_queue(QueueName="tessera-side-by-side")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        queue = ProvisionedQueue(
-            spec=PIPELINE.queue_for("split"), url=url, arn=arn, dlq_url=url, dlq_arn=arn
-        )
+        queue = _split_queue(sqs, "tessera-side-by-side")
         together = threading.Barrier(3, timeout=10)
 
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -133,7 +141,7 @@ def test_a_pump_runs_invocations_side_by_side() -> None:
 
         pump = EventPump(sqs=sqs, queue=queue, handler=handler, region="us-east-1", concurrency=3)
         for index in range(3):
-            sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": index}))
+            sqs.send_message(QueueUrl=queue.url, MessageBody=json.dumps({"n": index}))
         pump.start()
         deadline = time.monotonic() + 30
         while pump.stats.succeeded + pump.stats.failed < 3 and time.monotonic() < deadline:
@@ -148,15 +156,7 @@ def test_a_long_invocation_keeps_its_message_from_the_other_pollers() -> None:
     would get the message again after two seconds and do the work twice."""
     with mock_aws():
         sqs = boto3.client("sqs", region_name="us-east-1")
-        url = sqs.create_queue(QueueName="tessera-lease", Attributes={"VisibilityTimeout": "2"})[
-            "QueueUrl"
-        ]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        queue = ProvisionedQueue(
-            spec=PIPELINE.queue_for("split"), url=url, arn=arn, dlq_url=url, dlq_arn=arn
-        )
+        queue = _split_queue(sqs, "tessera-lease", visibility_timeout=2)
         calls: list[str] = []
 
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def test_a_long_invocation_keeps_its_message_from_the_other_pollers() -> None:
             concurrency=3,
             visibility_timeout=2,
         )
-        sqs.send_message(QueueUrl=url, MessageBody="{}")
+        sqs.send_message(QueueUrl=queue.url, MessageBody="{}")
         pump.start()
         deadline = time.monotonic() + 30
         while pump.stats.succeeded < 1 and time.monotonic() < deadline:
