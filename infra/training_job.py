@@ -56,10 +56,14 @@ MAX_VCPUS = 16  # at most four jobs at once
 JOB_DEFINITION_NAME = f"{PIPELINE.project}-training"
 
 # The job's exit is final when the code failed; these platform failures are worth a new attempt.
-TRANSIENT_START_FAILURES = (
+# "Host EC2*" is an instance taken away under the job (a spot reclaim: "Host EC2 (instance i-...)
+# terminated."), whether or not the container left an exit code; it must come before the exit
+# code rule, since Batch takes the first rule that matches (at most 5 rules).
+PLATFORM_FAILURES = (
     batch.Reason.CANNOT_PULL_CONTAINER,
     batch.Reason.custom(on_status_reason="ResourceInitializationError*"),
     batch.Reason.custom(on_status_reason="Timeout waiting for network interface*"),
+    batch.Reason.custom(on_status_reason="Host EC2*"),
 )
 
 
@@ -81,9 +85,9 @@ def _image(dockerfile: str) -> ecs.ContainerImage:
 
 
 def _retry_strategies() -> list[batch.RetryStrategy]:
-    """A failure to start a container is retried; the code's own exit is final."""
+    """A failure to start a container or a lost host is retried; the code's own exit is final."""
     return [
-        *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in TRANSIENT_START_FAILURES),
+        *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in PLATFORM_FAILURES),
         batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code="*")),
     ]
 
@@ -96,8 +100,9 @@ class Training(Construct):
     accurate (training/train.py). The workflow then reads the run's report (runs/<execution
     name>/status.json: version, accuracy, promoted) into its output and ends in NewChampion or
     ChampionKept, so `describe-execution` says what the run did. Batch API hiccups are retried by
-    the workflow and failures to start a container by the job definition; anything else fails
-    the execution with the error and its cause, which monitoring turns into an e-mail.
+    the workflow, failures to start a container and a lost host (a spot reclaim) by the job
+    definition; anything else fails the execution with the error and its cause, which monitoring
+    turns into an e-mail.
 
     The input's `family` (default mlp) is the job's TESSERA_FAMILY. With `gpu`, a second queue
     on GPU instances (infra/gpu.py) takes the runs that fit a Keras family (or all of them).

@@ -171,3 +171,48 @@ def test_gpu_spot_puts_the_instances_on_spot(tmp_path: Path) -> None:
     environments = resources(spot.template, "AWS::Batch::ComputeEnvironment").values()
     types = {e["Properties"]["ComputeResources"]["Type"] for e in environments}
     assert types == {"FARGATE", "SPOT"}
+
+
+def batch_decision(rules: list[dict[str, str]], status_reason: str, exit_code: int | None) -> str:
+    """What AWS Batch does with a failed attempt: the first rule whose every condition matches
+    (a condition is a value or a prefix ending in `*`), RETRY when none does."""
+
+    def matches(pattern: str, value: str | None) -> bool:
+        if value is None:
+            return False
+        if pattern.endswith("*"):
+            return value.startswith(pattern[:-1])
+        return value == pattern
+
+    for rule in rules:
+        conditions = {
+            "OnStatusReason": status_reason,
+            "OnExitCode": None if exit_code is None else str(exit_code),
+        }
+        given = {k: v for k, v in rule.items() if k != "Action"}
+        if all(matches(pattern, conditions.get(k)) for k, pattern in given.items()):
+            return rule["Action"]
+    return "RETRY"
+
+
+@pytest.mark.parametrize(
+    ("status_reason", "exit_code", "action"),
+    [
+        # a spot reclaim: the instance goes; the container may or may not leave an exit code
+        ("Host EC2 (instance i-0abc) terminated.", 143, "RETRY"),
+        ("Host EC2 (instance i-0abc) terminated.", None, "RETRY"),
+        ("CannotPullContainerError: pull access denied", None, "RETRY"),
+        # the training code's own failure (a refused dataset, a bug) is final
+        ("Essential container in task exited", 1, "EXIT"),
+        ("Essential container in task exited", 2, "EXIT"),
+    ],
+)
+def test_a_reclaimed_gpu_instance_retries_the_job_and_a_code_failure_does_not(
+    with_gpu: Synthesized, status_reason: str, exit_code: int | None, action: str
+) -> None:
+    _, job = only(
+        with_gpu.template, "AWS::Batch::JobDefinition", JobDefinitionName="tessera-training-gpu"
+    )
+    rules = job["Properties"]["RetryStrategy"]["EvaluateOnExit"]
+    assert len(rules) <= 5  # Batch's limit
+    assert batch_decision(rules, status_reason, exit_code) == action
