@@ -2,7 +2,8 @@
 
     GET  /                           the console (static, no user data in it)
     GET  /console/{file}             its script and style
-    GET  /sheets?dataset=NAME        the dataset's sheets: status, cells, overlay, quarantine reason
+    GET  /sheets?dataset=&limit=&after=  a page of the dataset's sheets: status, cells, overlay,
+                                     quarantine reason; `next` is the following page's after=
     GET  /sheets/{sheet}?dataset=    one sheet's tiles, stored labels and corrections
     GET  /view?key=KEY               a tile, an overlay or a model's plot or report
     GET  /review?dataset=&limit=N    the tiles most worth a look, ranked
@@ -132,9 +133,23 @@ def _sign_in() -> dict[str, str] | None:
     return {"domain": domain, "client_id": client} if domain and client else None
 
 
+def _limit(default: int, maximum: int) -> int:
+    """The query's limit=: ASCII digits only (`int` takes "²" and "①", and refuses 4,301 digits);
+    the route's function checks the range."""
+    limit = _query("limit", required=False) or str(default)
+    if not limit.isascii() or not limit.isdigit() or len(limit) > 4:
+        raise InvalidInput("bad_limit", f"limit must be 1-{maximum}")
+    return int(limit)
+
+
 @app.get("/sheets")
 def sheets() -> dict[str, Any]:
-    return console.list_sheets(_store(), _query("dataset"))
+    return console.list_sheets(
+        _store(),
+        _query("dataset"),
+        limit=_limit(console.SHEETS_PAGE, console.MAX_SHEETS_PAGE),
+        after=_query("after", required=False) or None,
+    )
 
 
 @app.get("/sheets/<sheet_id>")
@@ -155,10 +170,8 @@ def view() -> Response[bytes]:
 
 @app.get("/review")
 def review() -> dict[str, Any]:
-    limit = _query("limit", required=False) or "50"
-    if not limit.isascii() or not limit.isdigit() or len(limit) > 4:
-        raise InvalidInput("bad_limit", f"limit must be 1-{console.MAX_REVIEW_LIMIT}")
-    return console.review_queue(_store(), _query("dataset"), limit=int(limit))
+    limit = _limit(console.REVIEW_PAGE, console.MAX_REVIEW_LIMIT)
+    return console.review_queue(_store(), _query("dataset"), limit=limit)
 
 
 @app.get("/corrections")

@@ -156,6 +156,33 @@ def test_review_corrects_a_tile_with_one_key_and_the_correction_is_stored(
     assert stored[tile].label == suggested and stored[tile].by == "local"
 
 
+def test_a_long_sheet_list_comes_a_page_at_a_time(console: dict[str, Any]) -> None:
+    """The two sheets one to a page (the requests are sent with limit=1): the first page shows
+    one card and a More button, which brings the second and goes."""
+    page = console["page"]
+    asked: list[str] = []
+
+    def one_per_page(route: Any) -> None:
+        asked.append(route.request.url)
+        route.continue_(url=f"{route.request.url}&limit=1")
+
+    page.goto("about:blank")
+    page.route(re.compile(r".*/sheets\?dataset=.*"), one_per_page)
+    try:
+        page.goto(f"{console['url']}/#sheets")
+        expect(page.locator("#sheet-list li")).to_have_count(1)
+        expect(page.locator("#more-sheets")).to_be_visible()
+        first = page.text_content("#sheet-list li strong")
+        page.locator("#more-sheets").click()
+        expect(page.locator("#sheet-list li")).to_have_count(2)
+        expect(page.locator("#more-sheets")).to_be_hidden()
+    finally:
+        page.unroute(re.compile(r".*/sheets\?dataset=.*"), one_per_page)
+    second = page.locator("#sheet-list li strong").nth(1).text_content()
+    assert first != second
+    assert len(asked) == 2 and "after=" in asked[1]
+
+
 def test_a_throttled_correction_is_sent_again_and_stored_once(console: dict[str, Any]) -> None:
     """API Gateway answers 429 past the stage's rate: the page waits and sends it again."""
     page = console["page"]

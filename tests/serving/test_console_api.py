@@ -5,15 +5,21 @@ champion rolled back; every client mistake a 4xx in the JSON error shape."""
 from __future__ import annotations
 
 import base64
+import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from functions.console.handler import lambda_handler
 from tessera.pipeline.split import split_object
 from tessera.pipeline.vectorize import vectorize_object
 from tessera.registry import ModelRegistry
+from tessera.serving import console
+from tessera.storage import ObjectInfo, StoredObject
+from tessera.storage.memory import InMemoryObjectStore
 from tessera.storage.s3 import S3ObjectStore
 from tessera_dev.local.api import proxy_event
 from tessera_dev.local.pump import lambda_context
@@ -113,6 +119,101 @@ def test_sheets_list_their_status_and_open_to_their_tiles_and_overlay(
     status, opened, _ = call("GET", f"/sheets/{sheet['id']}?dataset=digits")
     assert status == 200 and [t["label"] for t in opened["tiles"]] == ["3"] * 10
     assert call("GET", f"/view?key={sheet['tiles'][0]}")[0] == 200
+
+
+def blank_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (200, 100), 255).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_sheets_come_in_pages_that_together_list_every_sheet_once(
+    store: S3ObjectStore, digits: Glyphs
+) -> None:
+    # GIVEN five split sheets and two quarantined uploads in digits, and one sheet in digits2
+    for n in range(5):
+        store.put(f"incoming/train/digits/3/s{n}-1x2.png", digits_sheet(digits, "3", 2, cols=2))
+    for n in range(2):
+        store.put(f"incoming/train/digits/3/blank{n}-1x2.png", blank_png())
+    store.put("incoming/train/digits2/3/other-1x2.png", digits_sheet(digits, "3", 2, cols=2))
+    keys = [i.key for i in store.list("incoming/train/")]
+    outcomes = {key: split_object(store, key).status for key in keys}
+    assert sorted(outcomes.values()) == ["quarantined"] * 2 + ["split"] * 6
+    # WHEN the console walks the list two at a time
+    pages, after = [], ""
+    while True:
+        status, page, _ = call("GET", f"/sheets?dataset=digits&limit=2{after}")
+        assert status == 200, page
+        pages.append(page["sheets"])
+        if page["next"] is None:
+            break
+        after = f"&after={page['next']}"
+    # THEN four pages hold each sheet of digits once: the split ones by id, then the quarantined
+    listed = [sheet for page in pages for sheet in page]
+    assert [len(page) for page in pages] == [2, 2, 2, 1]
+    assert [s["status"] for s in listed] == ["split"] * 5 + ["quarantined"] * 2
+    ids = [s["sheet_id"] for s in listed[:5]]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert sorted(s["source_key"] for s in listed) == sorted(
+        k for k in keys if k.startswith("incoming/train/digits/")
+    )
+    assert {s["reason"]["code"] for s in listed[5:]} == {"blank_page"}
+
+
+class CountingStore(InMemoryObjectStore):
+    """Counts the documents read and the keys listed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+        self.listed = 0
+
+    def get(self, key: str) -> StoredObject:
+        self.gets += 1
+        return super().get(key)
+
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
+        for item in super().list(prefix, start_after=start_after):
+            self.listed += 1
+            yield item
+
+
+def test_a_page_of_sheets_reads_its_own_sheets_whatever_the_dataset_holds() -> None:
+    store = CountingStore()
+    for n in range(500):
+        store.put_json(f"datasets/digits/sheets/s{n:04}-abc.json", {"source_key": f"k{n}"})
+    for n in range(5):
+        store.put_json(f"quarantine/incoming/train/digits/q{n}.png.reason.json", {"code": "x"})
+    store.gets = store.listed = 0
+    page = console.list_sheets(store, "digits", limit=10)
+    assert [s["source_key"] for s in page["sheets"]] == [f"k{n}" for n in range(10)]
+    # ten manifests read, eleven keys listed (the eleventh says there is more), no superseded
+    assert (store.gets, store.listed) == (10, 11)
+    store.gets = store.listed = 0
+    for _ in range(49):  # walk to the end
+        page = console.list_sheets(store, "digits", limit=10, after=page["next"])
+    assert page["sheets"][-1]["source_key"] == "k499" and page["next"] is not None
+    last = console.list_sheets(store, "digits", limit=10, after=page["next"])
+    assert [s["status"] for s in last["sheets"]] == ["quarantined"] * 5 and last["next"] is None
+    assert store.gets == 49 * 10 + 5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "after=garbage!",
+        "after=" + base64.urlsafe_b64encode(b"[]").decode(),
+        "after=" + base64.urlsafe_b64encode(b'{"of": "models", "after": ""}').decode(),
+        "after=" + base64.urlsafe_b64encode(b'{"of": "split", "after": 1}').decode(),
+        "after=" + "A" * 5000,
+        "limit=0",
+        "limit=1001",
+        "limit=%C2%B2",
+    ],
+)
+def test_a_cursor_or_limit_that_no_page_gave_is_refused(sheet: dict[str, Any], query: str) -> None:
+    got, body, _ = call("GET", f"/sheets?dataset=digits&{query}")
+    assert got == 400 and body["error"]["code"] in {"bad_cursor", "bad_limit"}, body
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,15 @@ def test_listings_are_by_prefix_in_key_order(any_store: ObjectStore) -> None:
     assert all(item.etag == any_store.get(item.key).etag for item in listed)
 
 
+def test_a_listing_can_start_after_a_key(any_store: ObjectStore) -> None:
+    for n in range(1, 6):
+        any_store.put(f"p/{n}", b"x")
+    assert [i.key for i in any_store.list("p/", start_after="p/2")] == ["p/3", "p/4", "p/5"]
+    assert [i.key for i in any_store.list("p/", start_after="p/25")] == ["p/3", "p/4", "p/5"]
+    assert [i.key for i in any_store.list("p/", start_after="p/5")] == []
+    assert [i.key for i in any_store.list("p/", start_after="a")] == [f"p/{n}" for n in range(1, 6)]
+
+
 def test_conditional_writes_conflict_on_stale_information(any_store: ObjectStore) -> None:
     # GIVEN a pointer created only if absent
     first = any_store.put("pointer.json", b"1", if_none_match=True)

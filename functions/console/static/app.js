@@ -201,10 +201,20 @@ async function predictDrawing() {
 
 // ---- Sheets -----------------------------------------------------------------------------
 
+let sheetsNext = null; // the cursor of the list's next page, null when the list is whole
+
 async function showSheets(signal) {
   $("sheet-detail").hidden = true;
-  const answer = await api(`sheets?dataset=${encodeURIComponent(dataset())}`, { signal });
-  $("sheet-list").replaceChildren(
+  $("sheet-list").replaceChildren();
+  await moreSheets(null, signal);
+}
+
+async function moreSheets(after, signal) {
+  const cursor = after ? `&after=${encodeURIComponent(after)}` : "";
+  const answer = await api(`sheets?dataset=${encodeURIComponent(dataset())}${cursor}`, { signal });
+  sheetsNext = answer.next;
+  $("more-sheets").hidden = !sheetsNext;
+  $("sheet-list").append(
     ...answer.sheets.map((sheet) => {
       const card = element("li", null, { class: sheet.status, tabindex: "0" });
       if (sheet.overlay) {
@@ -220,8 +230,22 @@ async function showSheets(signal) {
       return card;
     }),
   );
-  status(`${answer.sheets.length} sheets in ${answer.dataset}`);
+  const shown = $("sheet-list").children.length;
+  status(`${shown} sheets in ${answer.dataset}${sheetsNext ? ", more to come" : ""}`);
 }
+
+$("more-sheets").addEventListener("click", async () => {
+  const button = $("more-sheets");
+  if (button.disabled || !sheetsNext) return;
+  button.disabled = true; // one page at a time: a second click before the first answers adds nothing
+  try {
+    await moreSheets(sheetsNext, navigation.signal);
+  } catch (error) {
+    if (error.name !== "AbortError") status(error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
 
 async function showSheet(sheet) {
   $("sheet-detail").hidden = false;

@@ -6,10 +6,14 @@ them. Every refusal is an `InvalidInput` (a 4xx), `NotFound` for what is not the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from tessera.config import PIPELINE
@@ -34,7 +38,11 @@ from tessera.registry import REPORT_FILE, REVIEW_FILE, ModelRegistry, is_version
 from tessera.serving.train_request import TrainRequest, parse_training
 from tessera.storage import ObjectMissing, ObjectStore
 
+REVIEW_PAGE = 50
 MAX_REVIEW_LIMIT = 500
+SHEETS_PAGE = 100  # GET /sheets' default page; a page is at most one LIST and its manifests
+MAX_SHEETS_PAGE = 1000
+_MAX_CURSOR = 2048
 # What the console may fetch as a picture or report: tiles, sheet overlays, model artefacts.
 _VIEWABLE = {".png": "image/png", ".html": "text/html; charset=utf-8"}
 
@@ -43,52 +51,94 @@ class NotFound(UnknownTile):
     """A dataset, sheet, model or version that is not there: the API's 404."""
 
 
-def list_sheets(store: ObjectStore, dataset: str) -> dict[str, Any]:
-    """Every sheet of a dataset (split, superseded or quarantined), newest upload last."""
+def list_sheets(
+    store: ObjectStore, dataset: str, *, limit: int = SHEETS_PAGE, after: str | None = None
+) -> dict[str, Any]:
+    """A page of a dataset's sheets: the split (and superseded) ones by sheet id, then the
+    quarantined uploads by key. `next` is the cursor of the following page (`after=`), None on
+    the last. A page reads at most `limit` + 1 keys of each listing and `limit` documents,
+    however many sheets the dataset has."""
     validate_dataset_name(dataset)
-    prefix = f"{dataset_prefix(dataset)}{SHEETS}"
-    manifest_keys = [i.key for i in store.list(prefix) if i.key.endswith(".json")]
-    quarantined = [
-        i.key
-        for i in store.list(f"{PIPELINE.prefixes.quarantine}{PIPELINE.prefixes.incoming_train}")
-        if i.key.endswith(".reason.json")
-        and i.key.split("/")[3:4] == [dataset]  # quarantine/incoming/train/<dataset>/...
-    ]
-    if not manifest_keys and not quarantined:
+    if not 1 <= limit <= MAX_SHEETS_PAGE:
+        raise InvalidInput("bad_limit", f"limit must be 1-{MAX_SHEETS_PAGE}")
+    kind, last = _sheets_cursor(after) if after else ("split", "")
+    prefixes = {
+        "split": f"{dataset_prefix(dataset)}{SHEETS}",
+        "quarantined": f"{PIPELINE.prefixes.quarantine}{PIPELINE.prefixes.incoming_train}"
+        f"{dataset}/",
+    }
+    suffixes = {"split": ".json", "quarantined": ".reason.json"}
+
+    def keys(of: str, start_after: str) -> Iterator[tuple[str, str]]:
+        listed = store.list(prefixes[of], start_after=prefixes[of] + start_after)
+        return ((of, i.key) for i in listed if i.key.endswith(suffixes[of]))
+
+    page = list(islice(keys("split", last), limit + 1)) if kind == "split" else []
+    if len(page) <= limit:  # room left on this page: the quarantined uploads follow
+        start = last if kind == "quarantined" else ""
+        page += islice(keys("quarantined", start), limit + 1 - len(page))
+    page, more = page[:limit], len(page) > limit
+    if not page and after is None:
         raise NotFound("no_such_dataset", f"dataset {dataset!r} has no sheets")
-    retired = superseded_sheets(store, dataset)
     with ThreadPoolExecutor(max_workers=16) as pool:
-        manifests = list(pool.map(store.get_json, manifest_keys))
-        reasons = list(pool.map(store.get_json, quarantined))
+        documents = list(pool.map(store.get_json, [key for _, key in page]))
+    retired = superseded_sheets(store, dataset) if any(k == "split" for k, _ in page) else set()
     sheets = []
-    for key, manifest in zip(manifest_keys, manifests, strict=True):
-        if not isinstance(manifest, dict):
-            continue
-        sheet_id = key[len(prefix) :].removesuffix(".json")
-        sheets.append(
-            {
-                "sheet_id": sheet_id,
-                "status": "superseded" if sheet_id in retired else "split",
-                "source_key": manifest.get("source_key"),
-                "layout": manifest.get("layout") or manifest.get("grid_source"),
-                "cells": manifest.get("cells"),
-                "inked": manifest.get("inked"),
-                "empty_cells": len(manifest.get("empty") or []),
-                "overlay": manifest.get("overlay"),
-            }
-        )
-    for reason in reasons:
-        if isinstance(reason, dict):
+    for (of, key), document in zip(page, documents, strict=True):
+        if not isinstance(document, dict):
+            continue  # gone since it was listed
+        if of == "split":
+            sheet_id = key[len(prefixes[of]) :].removesuffix(".json")
+            sheets.append(
+                {
+                    "sheet_id": sheet_id,
+                    "status": "superseded" if sheet_id in retired else "split",
+                    "source_key": document.get("source_key"),
+                    "layout": document.get("layout") or document.get("grid_source"),
+                    "cells": document.get("cells"),
+                    "inked": document.get("inked"),
+                    "empty_cells": len(document.get("empty") or []),
+                    "overlay": document.get("overlay"),
+                }
+            )
+        else:
             sheets.append(
                 {
                     "sheet_id": None,
                     "status": "quarantined",
-                    "source_key": reason.get("source_key"),
-                    "reason": {"code": reason.get("code"), "message": reason.get("message")},
-                    "overlay": reason.get("overlay"),
+                    "source_key": document.get("source_key"),
+                    "reason": {"code": document.get("code"), "message": document.get("message")},
+                    "overlay": document.get("overlay"),
                 }
             )
-    return {"dataset": dataset, "sheets": sheets}
+    cursor = None
+    if more:
+        of, key = page[-1]
+        cursor = _encode_cursor({"of": of, "after": key[len(prefixes[of]) :]})
+    return {"dataset": dataset, "sheets": sheets, "next": cursor}
+
+
+def _encode_cursor(position: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def _sheets_cursor(cursor: str) -> tuple[str, str]:
+    """The listing and key a `next` cursor names; anything else is a 400."""
+    refused = InvalidInput("bad_cursor", "after= takes the `next` of a previous page, unchanged")
+    if len(cursor) > _MAX_CURSOR or not cursor.isascii():
+        raise refused
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        raise refused from None
+    if (
+        not isinstance(position, dict)
+        or set(position) != {"of", "after"}
+        or position["of"] not in ("split", "quarantined")
+        or not isinstance(position["after"], str)
+    ):
+        raise refused
+    return position["of"], position["after"]
 
 
 def sheet_tiles(store: ObjectStore, dataset: str, sheet_id: str) -> dict[str, Any]:
@@ -115,7 +165,7 @@ def sheet_tiles(store: ObjectStore, dataset: str, sheet_id: str) -> dict[str, An
     return {"dataset": dataset, "sheet_id": sheet_id, "tiles": tiles}
 
 
-def review_queue(store: ObjectStore, dataset: str, *, limit: int = 50) -> dict[str, Any]:
+def review_queue(store: ObjectStore, dataset: str, *, limit: int = REVIEW_PAGE) -> dict[str, Any]:
     """The tiles most worth a look, from the champion's review: suspected label errors first
     (confident learning on out-of-sample probabilities), then the least confident. Tiles
     corrected since leave the queue and count as done."""

@@ -79,8 +79,10 @@ class ObjectStore(Protocol):
         object yet; either condition failing raises `WriteConflict`."""
         ...
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object under `prefix`, in key order (metadata is not listed)."""
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Every object under `prefix`, in key order (metadata is not listed); with
+        `start_after`, only the keys after it. Lazy: a caller that stops early lists no more
+        pages than it read."""
         ...
 
     def copy(self, source_key: str, target_key: str) -> None: ...

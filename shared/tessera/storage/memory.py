@@ -67,10 +67,12 @@ class InMemoryObjectStore(ObjectStore):
             )
         return etag
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
         with self._lock:
             found = sorted(
-                (key, stored) for key, stored in self.objects.items() if key.startswith(prefix)
+                (key, stored)
+                for key, stored in self.objects.items()
+                if key.startswith(prefix) and key > start_after
             )
         for key, stored in found:
             yield ObjectInfo(key=key, etag=stored.etag, size=len(stored.body))

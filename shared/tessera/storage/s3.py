@@ -110,9 +110,10 @@ class S3ObjectStore(ObjectStore):
             raise
         return str(response.get("ETag", "")).strip('"')
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        after = {"StartAfter": start_after} if start_after else {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **after):
             for item in page.get("Contents", []):
                 yield ObjectInfo(
                     key=item["Key"], etag=str(item["ETag"]).strip('"'), size=int(item["Size"])

@@ -79,8 +79,8 @@ class CountingMemoryStore(InMemoryObjectStore):
         self.requests["PutObject"] += 1
         return super().put(key, body, **kwargs)
 
-    def list(self, prefix: str) -> Iterator[Any]:
-        items = list(super().list(prefix))
+    def list(self, prefix: str, *, start_after: str = "") -> Iterator[Any]:
+        items = list(super().list(prefix, start_after=start_after))
         self.requests["ListObjectsV2"] += max(1, -(-len(items) // 1000))
         return iter(items)
 
